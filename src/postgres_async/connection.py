@@ -1,0 +1,1282 @@
+"""The public Connection: login, the FIFO of operations, status, close, callbacks.
+
+How a connection works
+----------------------
+* Every operation (query, query_expect_no_data, COPY IN) is an ``_Operation`` in a FIFO.
+  It is written in one go (Parse, Bind, Describe, Execute, Sync) when it reaches the
+  head, and it owns every server message up to its ReadyForQuery; then the next one is
+  written. Because each ends with Sync and is read to ReadyForQuery whatever happens,
+  a server error in one never leaks into the next.
+* Reading never stops while the connection is open, so notifications, ParameterStatus,
+  notices and the server's goodbye (EOF, a FATAL error) are seen while idle too. The
+  only pause is pushback: while a user's pushback is pending the socket is not read, so
+  TCP flow control holds the server back.
+* Received bytes are handled inside ``data_arrived`` with no task switch: all complete
+  DataRows in the buffer are decoded as one batch and given to ``handle_row`` in a loop.
+* A cancelled caller gets its CancelledError at once; its statement is cancelled with a
+  CancelRequest and drained in the background. The next operation is not written before
+  the server has closed the cancel connection, so a cancel never hits a later statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import logging
+import warnings
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Self, TypeAlias, TypeVar
+
+from . import _values
+from ._transport.stream import (
+    CONNECTION_DOES_NOT_EXIST,
+    UNABLE_TO_CONNECT,
+    Stream,
+    describe_address,
+    open_stream,
+    send_cancel_request,
+    set_keepalive,
+)
+from .auth import ScramError, ScramSha256, md5_password_message
+from .config import ConnectConfig, resolve_config
+from .errors import PgasyncError, client_error
+from .protocol import messages as m
+from .protocol.machines import (
+    AuthRequested,
+    Completed,
+    CopyInStart,
+    CopyOutData,
+    CopyOutStart,
+    KeyReceived,
+    LoginConversation,
+    QueryConversation,
+    QueryPhase,
+    Ready,
+    RowsStart,
+    ServerError,
+    SimpleQueryConversation,
+)
+from .protocol.messages import ColumnMetadata
+
+logger = logging.getLogger("postgres_async")
+
+PROTOCOL_VIOLATION = "08P01"
+CONNECTION_EXCEPTION = "08000"
+INVALID_PASSWORD = "28P01"
+INVALID_AUTHORIZATION = "28000"
+QUERY_CANCELED = "57014"
+CLOSE_TIMEOUT = 1.0
+# Rows decoded per batch at most; bounds the latency of one data_received call.
+ROW_BATCH = 4096
+
+_NOTICE = ord("N")
+_PARAMETER_STATUS = ord("S")
+_NOTIFICATION = ord("A")
+_ERROR = ord("E")
+_ASYNC_TYPES = frozenset((_NOTICE, _PARAMETER_STATUS, _NOTIFICATION))
+
+
+# ------------------------------------------------------------------------ public values
+@dataclass(frozen=True, slots=True)
+class Open:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: PgasyncError
+    resources_released: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedGracefully:
+    pass
+
+
+Status: TypeAlias = Open | Closing | Failed | ClosedGracefully
+
+
+@dataclass(frozen=True, slots=True)
+class CommandComplete:
+    """The server's completion tag: ``"INSERT 0 5"`` gives ``("INSERT", 5)``."""
+
+    tag: str
+    rows: int | None
+
+    @classmethod
+    def parse(cls, raw: str) -> CommandComplete:
+        head, sep, last = raw.rpartition(" ")
+        if not sep or not last.isdigit():
+            return cls(raw, None)
+        count = int(last)
+        # INSERT reports "INSERT <oid> <rows>"; the oid is always 0 nowadays.
+        tag, sep2, maybe_oid = head.rpartition(" ")
+        if sep2 and maybe_oid.isdigit():
+            return cls(tag, count)
+        return cls(head, count)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Generic[T]):
+    chunk: T
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    awaitable: Awaitable[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    pass
+
+
+FeedResult: TypeAlias = Data[T] | Wait | Abort | Finished
+Feed: TypeAlias = (
+    Callable[[], FeedResult[T] | Awaitable[FeedResult[T]]] | Iterable[T] | AsyncIterable[T]
+)
+HandleRow: TypeAlias = Callable[[tuple[str, ...], tuple[str | None, ...]], None]
+HandleColumns: TypeAlias = Callable[[tuple[ColumnMetadata, ...]], None]
+Pushback: TypeAlias = Callable[[], Awaitable[None] | None]
+NotificationCallback: TypeAlias = Callable[[int, str], None]
+
+
+def _previously_failed(error: PgasyncError) -> PgasyncError:
+    return client_error(
+        CONNECTION_DOES_NOT_EXIST,
+        "query issued against previously-failed connection",
+        original_error=error,
+    )
+
+
+# ------------------------------------------------------------------------- operations
+class _Mode:
+    QUERY = 0
+    EXPECT_NO_DATA = 1
+    COPY_IN = 2
+    COPY_OUT = 3
+    SIMPLE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleQueryResult:
+    """What a simple-protocol string did: one CommandComplete per statement, and the
+    warnings for what was refused (COPY TO STDOUT output, which is drained)."""
+
+    commands: tuple[CommandComplete, ...]
+    warnings: tuple[str, ...]
+
+
+class _Operation:
+    """One extended-query exchange, from its first message to its ReadyForQuery."""
+
+    __slots__ = (
+        "cancel_requested",
+        "column_names",
+        "command",
+        "commands",
+        "conversation",
+        "copy_feed",
+        "copy_feeder",
+        "copy_in_finished",
+        "copy_stop",
+        "error",
+        "finished",
+        "future",
+        "handle_columns",
+        "handle_data",
+        "handle_row",
+        "mode",
+        "parameters",
+        "pending_rows",
+        "pushback",
+        "rows_seen",
+        "sent",
+        "sql",
+        "user_exception",
+        "warnings",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        mode: int,
+        sql: str,
+        parameters: tuple[str | None, ...],
+        wire: bytes,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.mode = mode
+        self.sql = sql
+        self.parameters = parameters
+        self.wire = wire
+        self.future = future
+        self.conversation: QueryConversation | SimpleQueryConversation = (
+            SimpleQueryConversation() if mode == _Mode.SIMPLE else QueryConversation()
+        )
+        self.commands: list[CommandComplete] = []
+        self.warnings: list[str] = []
+        self.handle_data: Callable[[bytes], Awaitable[None] | None] | None = None
+        self.handle_row: HandleRow | None = None
+        self.handle_columns: HandleColumns | None = None
+        self.pushback: Pushback | None = None
+        self.column_names: tuple[str, ...] = ()
+        self.command: CommandComplete | None = None
+        self.error: PgasyncError | None = None
+        self.user_exception: BaseException | None = None
+        self.pending_rows: collections.deque[tuple[str | None, ...]] | None = None
+        self.rows_seen = 0
+        self.sent = False
+        self.cancel_requested = False
+        self.finished = False
+        self.copy_feed: Any = None
+        self.copy_feeder: asyncio.Task[None] | None = None
+        self.copy_in_finished = False
+        self.copy_stop: asyncio.Future[None] | None = None
+
+    def set_error(self, error: PgasyncError) -> None:
+        """The first error of an operation is its result; later ones are consequences."""
+        if self.error is None:
+            error.tag_query(self.sql, self.parameters)
+            self.error = error
+
+    @property
+    def callbacks_live(self) -> bool:
+        return self.user_exception is None and not self.cancel_requested
+
+
+# ------------------------------------------------------------------------- connection
+class Connection:
+    """One logged-in PostgreSQL session. Create it with ``await connect(...)``."""
+
+    def __init__(self, stream: Stream, config: ConnectConfig, login: LoginConversation) -> None:
+        self._stream = stream
+        self._buffer = stream.buffer
+        self._config = config
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._status: Status = Open()
+        self._waiting: collections.deque[_Operation] = collections.deque()
+        self._active: _Operation | None = None
+        self._paused = False
+        self._cancel_in_flight: asyncio.Task[None] | None = None
+        self._released = asyncio.Event()
+        self._terminate_sent = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._listeners: dict[str, list[NotificationCallback]] = {}
+        self.runtime_parameters: dict[str, str] = {}
+        key = login.backend_key
+        self.backend_pid: int | None = key[0] if key else None
+        self._secret: int | None = key[1] if key else None
+
+    def __repr__(self) -> str:
+        return (
+            f"<postgres_async.Connection {describe_address(self._config)} "
+            f"user={self._config.user!r} pid={self.backend_pid} {type(self._status).__name__}>"
+        )
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # Only the transport can leak; say so like asyncio does for unclosed transports.
+        stream = getattr(self, "_stream", None)
+        if stream is None or stream.transport is None or stream.transport.is_closing():
+            return
+        _warn(f"unclosed connection {self!r}", ResourceWarning, source=self, stacklevel=1)
+        with contextlib.suppress(Exception):
+            stream.abort()
+
+    # ------------------------------------------------------------------------ status
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def server_version(self) -> int | None:
+        """libpq's number: 15.4 -> 150004, 9.6.3 -> 90603; None if unknown."""
+        return parse_server_version(self.runtime_parameters.get("server_version", ""))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await _close_after_body(self, exc is None)
+
+    def _fail(self, error: PgasyncError) -> None:
+        """The first failure wins; every pending operation learns of it."""
+        if isinstance(self._status, Failed | ClosedGracefully):
+            return
+        self._status = Failed(error, resources_released=False)
+        self._paused = False
+        active = self._active
+        self._active = None
+        if active is not None:
+            self._stop_copy_feeder(active)
+            if active.error is None:
+                active.set_error(error)
+            self._settle(active)
+        while self._waiting:
+            op = self._waiting.popleft()
+            op.set_error(_previously_failed(error))
+            self._settle(op)
+        self._stream.abort()
+        if self._stream.closed.done():
+            self._mark_released()
+
+    def _mark_released(self) -> None:
+        status = self._status
+        if isinstance(status, Failed) and not status.resources_released:
+            self._status = Failed(status.error, resources_released=True)
+        self._listeners.clear()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._released.set()
+
+    # ------------------------------------------------------------- stream listener
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._pump()  # whatever whole messages arrived before the end still count
+        status = self._status
+        if isinstance(status, Closing) and self._terminate_sent and not self._buffer:
+            self._status = ClosedGracefully()
+            self._mark_released()
+            return
+        if not isinstance(status, Failed | ClosedGracefully):
+            active = self._active
+            fatal = None
+            if active is not None and active.error is not None and active.error.fields:
+                fatal = active.error  # e.g. FATAL 57P01 from pg_terminate_backend
+            left = len(self._buffer)
+            if fatal is not None:
+                error = fatal
+            elif left:
+                error = client_error(
+                    CONNECTION_DOES_NOT_EXIST, f"Unexpected EOF (unconsumed_bytes {left})"
+                )
+            else:
+                detail = f": {exc}" if exc is not None else ""
+                error = client_error(
+                    CONNECTION_DOES_NOT_EXIST, f"Unexpected EOF (no unconsumed messages){detail}"
+                )
+            self._fail(error)
+        self._mark_released()
+
+    def data_arrived(self) -> None:
+        self._pump()
+
+    def _pump(self) -> None:
+        """Consume every whole message in the buffer, unless pushback holds us."""
+        if self._paused or isinstance(self._status, Failed):
+            return
+        buffer = self._buffer
+        try:
+            while not self._paused:
+                op = self._active
+                if op is not None and op.conversation.phase is QueryPhase.ROWS:
+                    rows = buffer.take_data_rows(len(op.column_names), ROW_BATCH)
+                    if rows:
+                        self._deliver_rows(op, rows)
+                        continue
+                frame = buffer.next_frame()
+                if frame is None:
+                    return
+                type_code, payload = frame
+                if type_code in _ASYNC_TYPES:
+                    self._asynchronous_message(type_code, payload)
+                    continue
+                message = m.decode_backend(type_code, payload)
+                if op is None:
+                    self._unsolicited(message)
+                    return
+                self._on_message(op, message)
+        except PgasyncError as error:
+            self._fail(error)
+
+    def _unsolicited(self, message: m.BackendMessage) -> None:
+        if self._terminate_sent:
+            self._fail(
+                client_error(
+                    CONNECTION_EXCEPTION,
+                    f"close: EOF expected, but got a {message.NAME} message",
+                )
+            )
+        elif isinstance(message, m.ErrorResponse):
+            error = PgasyncError.from_fields(
+                message.fields,
+                phase="ErrorResponse received asynchronously, assuming connection is dead",
+            )
+            self._fail(error)
+        else:
+            self._fail(
+                client_error(
+                    PROTOCOL_VIOLATION,
+                    "Unsolicited message from server outside of query conversation: "
+                    f"{message.NAME}",
+                )
+            )
+
+    def _asynchronous_message(self, type_code: int, payload: bytes) -> None:
+        if type_code == _PARAMETER_STATUS:
+            status = m.ParameterStatus.decode(payload)
+            self.runtime_parameters[status.name] = status.value
+        elif type_code == _NOTIFICATION:
+            note = m.NotificationResponse.decode(payload)
+            callbacks = self._listeners.get(note.channel)
+            if not callbacks:
+                logger.error(
+                    "Postgres NotificationResponse on channel that no callbacks are "
+                    "listening to (channel %s)",
+                    note.channel,
+                )
+                return
+            for callback in tuple(callbacks):
+                try:
+                    callback(note.pid, note.payload)
+                except Exception:
+                    logger.exception("notification callback for channel %s raised", note.channel)
+        else:
+            notice = m.NoticeResponse.decode(payload)
+            logger.info("Postgres NoticeResponse: %s", _format_fields(notice.fields))
+
+    # --------------------------------------------------------------- operation flow
+    def _on_message(self, op: _Operation, message: m.BackendMessage) -> None:
+        event = op.conversation.handle(message)
+        if event is None:
+            return
+        if isinstance(event, RowsStart):
+            op.column_names = tuple(c.name for c in event.columns)
+            if op.mode in _DELIVERS_ROWS and op.handle_columns is not None and op.callbacks_live:
+                try:
+                    op.handle_columns(event.columns)
+                except Exception as exc:
+                    op.user_exception = exc
+        elif isinstance(event, Completed):
+            op.command = CommandComplete.parse(event.tag) if event.tag else CommandComplete("", None)
+            if op.mode == _Mode.SIMPLE:
+                op.commands.append(op.command)
+            elif op.mode in (_Mode.EXPECT_NO_DATA, _Mode.COPY_OUT) and op.rows_seen:
+                op.set_error(client_error("21000", "query unexpectedly produced rows"))
+            elif op.mode == _Mode.COPY_IN and not op.copy_in_finished:
+                op.set_error(client_error("55000", "Query did not initiate copy-in mode"))
+        elif isinstance(event, CopyInStart):
+            self._copy_in_started(op)
+        elif isinstance(event, CopyOutStart):
+            if op.mode == _Mode.SIMPLE:
+                op.warnings.append(
+                    "Command ignored: COPY TO STDOUT is not appropriate for simple_query"
+                )
+            elif op.mode != _Mode.COPY_OUT:
+                if op.mode == _Mode.EXPECT_NO_DATA:
+                    text = "query attempted COPY OUT"
+                else:
+                    text = "COPY TO STDOUT is not appropriate for query"
+                op.set_error(client_error("0A000", text))
+        elif isinstance(event, CopyOutData):
+            # Other modes drain it: the statement's side effects stand, its output not.
+            if op.mode == _Mode.COPY_OUT and op.callbacks_live:
+                self._deliver_copy_data(op, event.data)
+        elif isinstance(event, ServerError):
+            error = PgasyncError.from_fields(event.fields, phase=event.phase)
+            op.set_error(error)
+            if op.conversation.phase is QueryPhase.AWAIT_READY and op.copy_feeder is not None:
+                # The server now discards everything up to a Sync: stop feeding, send it.
+                self._stop_copy_feeder(op)
+                if not op.copy_in_finished:
+                    op.copy_in_finished = True
+                    self._write(m.Sync().encode())
+        elif isinstance(event, Ready):
+            self._finish(op)
+
+    def _copy_in_started(self, op: _Operation) -> None:
+        if op.mode == _Mode.SIMPLE:
+            # The simple protocol has no Sync to send: CopyFail alone ends the COPY.
+            reason = "Command ignored: COPY FROM STDIN is not appropriate for simple_query"
+            op.conversation.copy_in_ended()
+            self._write(m.CopyFail(reason).encode())
+            return
+        if op.mode != _Mode.COPY_IN or op.cancel_requested:
+            if op.mode in (_Mode.EXPECT_NO_DATA, _Mode.COPY_OUT):
+                reason = "query attempted COPY IN"
+            elif op.mode == _Mode.COPY_IN:
+                reason = "operation cancelled"
+            else:
+                reason = "COPY FROM STDIN is not appropriate for query"
+            op.set_error(client_error("0A000", reason))
+            op.copy_in_finished = True
+            op.conversation.copy_in_ended()
+            self._write(m.CopyFail(reason).encode() + m.Sync().encode())
+            return
+        op.copy_stop = self._loop.create_future()
+        op.copy_feeder = self._loop.create_task(self._feed_copy(op))
+
+    def _deliver_rows(self, op: _Operation, rows: list[tuple[str | None, ...]]) -> None:
+        op.rows_seen += len(rows)
+        if op.mode not in _DELIVERS_ROWS or not op.callbacks_live:
+            return
+        handle_row = op.handle_row
+        assert handle_row is not None
+        names = op.column_names
+        pushback = op.pushback
+        if pushback is None:
+            try:
+                for row in rows:
+                    handle_row(names, row)
+            except Exception as exc:
+                op.user_exception = exc
+            return
+        queue = collections.deque(rows)
+        self._run_rows_with_pushback(op, queue)
+
+    def _run_rows_with_pushback(
+        self, op: _Operation, queue: collections.deque[tuple[str | None, ...]]
+    ) -> None:
+        """Rows one at a time, awaiting pushback after each; pause reading while it waits."""
+        handle_row = op.handle_row
+        pushback = op.pushback
+        assert handle_row is not None and pushback is not None
+        names = op.column_names
+        while queue:
+            if not op.callbacks_live:
+                queue.clear()
+                break
+            row = queue.popleft()
+            try:
+                handle_row(names, row)
+                waiting = pushback()
+            except Exception as exc:
+                op.user_exception = exc
+                break
+            if waiting is None:
+                continue
+            if isinstance(waiting, asyncio.Future) and waiting.done():
+                continue
+            if not inspect.isawaitable(waiting):
+                continue
+            future = asyncio.ensure_future(waiting)
+            if future.done():
+                continue
+            op.pending_rows = queue
+            self._pause_until(op, future)
+            return
+        op.pending_rows = None
+
+    def _deliver_copy_data(self, op: _Operation, data: bytes) -> None:
+        handle_data = op.handle_data
+        assert handle_data is not None
+        try:
+            waiting = handle_data(data)
+        except Exception as exc:
+            op.user_exception = exc
+            return
+        if waiting is None or not inspect.isawaitable(waiting):
+            return
+        future = asyncio.ensure_future(waiting)
+        if not future.done():
+            self._pause_until(op, future)
+
+    def _pause_until(self, op: _Operation, future: asyncio.Future[Any]) -> None:
+        """Stop reading until ``future`` (a pushback) completes."""
+        self._paused = True
+        self._stream.pause_reading()
+        future.add_done_callback(lambda f: self._pushback_done(op, f))
+
+    def _pushback_done(self, op: _Operation, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None and op.callbacks_live:
+            op.user_exception = future.exception()
+        if self._active is not op or not self._paused:
+            return
+        queue = op.pending_rows
+        self._paused = False
+        if queue:
+            self._run_rows_with_pushback(op, queue)
+            if self._paused:
+                return
+        self._stream.resume_reading()
+        self._pump()
+
+    def _finish(self, op: _Operation) -> None:
+        self._active = None
+        self._stop_copy_feeder(op)
+        self._settle(op)
+        self._send_next()
+
+    def _settle(self, op: _Operation) -> None:
+        op.finished = True
+        future = op.future
+        if future.done():
+            return
+        if op.user_exception is not None:
+            future.set_exception(op.user_exception)
+        elif op.error is not None:
+            future.set_exception(op.error)
+        elif op.mode == _Mode.SIMPLE:
+            future.set_result(SimpleQueryResult(tuple(op.commands), tuple(op.warnings)))
+        else:
+            future.set_result(op.command or CommandComplete("", None))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+        except PgasyncError as error:
+            self._fail(error)
+
+    def _send_next(self) -> None:
+        """Write the next waiting operation, if the wire is free for it."""
+        if self._active is not None or not isinstance(self._status, Open | Closing):
+            return
+        cancel = self._cancel_in_flight
+        if cancel is not None and not cancel.done():
+            return
+        while self._waiting:
+            op = self._waiting.popleft()
+            if op.future.done():
+                continue
+            self._active = op
+            op.sent = True
+            self._write(op.wire)
+            return
+        if isinstance(self._status, Closing) and not self._terminate_sent:
+            # The server answers Terminate by closing; connection_lost completes the close.
+            self._terminate_sent = True
+            self._write(m.Terminate().encode())
+
+    def _cancel_done(self, _task: asyncio.Task[None]) -> None:
+        self._send_next()
+
+    def _stop_copy_feeder(self, op: _Operation) -> None:
+        if op.copy_stop is not None and not op.copy_stop.done():
+            op.copy_stop.set_result(None)
+
+    async def _run(self, op: _Operation) -> Any:
+        status = self._status
+        if isinstance(status, Failed):
+            error = _previously_failed(status.error)
+            error.tag_query(op.sql, op.parameters)
+            raise error
+        if not isinstance(status, Open):
+            error = client_error(
+                CONNECTION_DOES_NOT_EXIST, "query issued against connection closed by user"
+            )
+            error.tag_query(op.sql, op.parameters)
+            raise error
+        self._waiting.append(op)
+        self._send_next()
+        try:
+            return await op.future
+        except asyncio.CancelledError:
+            self._abandon(op)
+            raise
+
+    def _abandon(self, op: _Operation) -> None:
+        """The caller was cancelled: forget the operation, or cancel it on the server."""
+        if not op.sent:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(op)
+            op.future.cancel()
+            return
+        if op.finished or op.cancel_requested:
+            return
+        op.cancel_requested = True
+        self._stop_copy_feeder(op)
+        if op.copy_feeder is not None and not op.copy_in_finished:
+            op.copy_in_finished = True
+            op.conversation.copy_in_ended()
+            self._write(m.CopyFail("operation cancelled").encode() + m.Sync().encode())
+            return  # CopyFail ends it; a CancelRequest could hit a later statement
+        if self._secret is not None and self.backend_pid is not None:
+            task = self._loop.create_task(
+                send_cancel_request(self._config, self.backend_pid, self._secret)
+            )
+            self._cancel_in_flight = task
+            task.add_done_callback(self._cancel_done)
+        if self._paused:
+            # Pushback holds the socket; the caller is gone, so nobody will release it.
+            op.pending_rows = None
+            self._paused = False
+            self._stream.resume_reading()
+            self._loop.call_soon(self._pump)
+
+    # ------------------------------------------------------------------- public API
+    async def query(
+        self,
+        sql: str,
+        parameters: Sequence[object] | None = None,
+        *,
+        handle_row: HandleRow,
+        handle_columns: HandleColumns | None = None,
+        pushback: Pushback | None = None,
+    ) -> CommandComplete:
+        """Run one statement, giving each row to ``handle_row(column_names, values)``."""
+        op = self._prepare(_Mode.QUERY, sql, parameters)
+        op.handle_row = handle_row
+        op.handle_columns = handle_columns
+        op.pushback = pushback
+        result: CommandComplete = await self._run(op)
+        return result
+
+    async def query_expect_no_data(
+        self, sql: str, parameters: Sequence[object] | None = None
+    ) -> CommandComplete:
+        """Run a statement that must not produce rows (``""`` is a cheap heartbeat)."""
+        result: CommandComplete = await self._run(
+            self._prepare(_Mode.EXPECT_NO_DATA, sql, parameters)
+        )
+        return result
+
+    async def copy_in_raw(
+        self,
+        sql: str,
+        parameters: Sequence[object] | None = None,
+        *,
+        feed_data: Feed[str | bytes],
+    ) -> CommandComplete:
+        """Run ``COPY ... FROM STDIN`` and send what ``feed_data`` yields as its data."""
+        op = self._prepare(_Mode.COPY_IN, sql, parameters)
+        op.copy_feed = (feed_data, _raw_chunk)
+        result: CommandComplete = await self._run(op)
+        return result
+
+    async def copy_in_rows(
+        self,
+        table_name: str,
+        column_names: Sequence[str],
+        *,
+        feed_data: Feed[Sequence[object]],
+        schema_name: str | None = None,
+    ) -> CommandComplete:
+        """COPY rows (sequences of values) into a table; names are quoted here."""
+        if isinstance(column_names, str):
+            raise TypeError("column_names must be a sequence of names, not one str")
+        target = _values.quote_identifier(table_name)
+        if schema_name is not None:
+            target = _values.quote_identifier(schema_name) + "." + target
+        columns = ", ".join(_values.quote_identifier(c) for c in column_names)
+        sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT text)"
+        op = self._prepare(_Mode.COPY_IN, sql, None)
+        op.copy_feed = (feed_data, _row_chunk)
+        result: CommandComplete = await self._run(op)
+        return result
+
+    async def copy_out(
+        self,
+        sql: str,
+        parameters: Sequence[object] | None = None,
+        *,
+        handle_data: Callable[[bytes], Awaitable[None] | None],
+    ) -> CommandComplete:
+        """Run ``COPY ... TO STDOUT``; each CopyData payload goes to ``handle_data``,
+        whose awaitable result (if any) is awaited before more is read (pushback)."""
+        op = self._prepare(_Mode.COPY_OUT, sql, parameters)
+        op.handle_data = handle_data
+        result: CommandComplete = await self._run(op)
+        return result
+
+    async def simple_query(
+        self,
+        sql: str,
+        *,
+        handle_row: HandleRow | None = None,
+        handle_columns: HandleColumns | None = None,
+        pushback: Pushback | None = None,
+    ) -> SimpleQueryResult:
+        """The simple query protocol: several statements in one string, run as one
+        implicit transaction, no parameters. COPY FROM STDIN is refused (the server's
+        57014 error is raised); COPY TO STDOUT output is drained and reported as a
+        warning."""
+        if not isinstance(sql, str):
+            raise TypeError(f"sql must be str, not {type(sql).__name__}")
+        wire = m.Query(sql).encode()
+        op = _Operation(_Mode.SIMPLE, sql, (), wire, self._loop.create_future())
+        op.handle_row = handle_row if handle_row is not None else _ignore_row
+        op.handle_columns = handle_columns
+        op.pushback = pushback
+        result: SimpleQueryResult = await self._run(op)
+        return result
+
+    async def listen_to_notifications(self, channel: str, f: NotificationCallback) -> None:
+        """``LISTEN`` on ``channel`` and call ``f(pid, payload)`` for each notification."""
+        quoted = _values.quote_identifier(channel)
+        self._listeners.setdefault(channel, []).append(f)
+        await self.query_expect_no_data(f"LISTEN {quoted}")
+
+    async def cancel(self) -> None:
+        """Best effort: ask the server to cancel whatever this session is running."""
+        if self._secret is None or self.backend_pid is None:
+            raise client_error(CONNECTION_DOES_NOT_EXIST, "No backend key found")
+        await send_cancel_request(self._config, self.backend_pid, self._secret)
+
+    async def close(self, try_cancel_statement_before_close: bool = False) -> None:
+        """Terminate gracefully; raises the failure if there was one. Idempotent."""
+        if isinstance(self._status, Open):
+            self._status = Closing()
+            while self._waiting:
+                op = self._waiting.popleft()
+                op.set_error(
+                    client_error(
+                        CONNECTION_DOES_NOT_EXIST, "query issued against connection closed by user"
+                    )
+                )
+                self._settle(op)
+            if try_cancel_statement_before_close and self._active is not None:
+                self._abandon_for_close()
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_timed_out)
+            self._send_next()
+        await self.close_finished()
+
+    def _abandon_for_close(self) -> None:
+        if self._secret is not None and self.backend_pid is not None:
+            task = self._loop.create_task(
+                send_cancel_request(self._config, self.backend_pid, self._secret)
+            )
+            self._cancel_in_flight = task
+
+    def _close_timed_out(self) -> None:
+        if isinstance(self._status, Closing):
+            self._fail(
+                client_error(CONNECTION_EXCEPTION, "close: EOF expected, but instead stuck")
+            )
+
+    async def close_finished(self) -> None:
+        """Until the connection is gone: None after a graceful close, else raises."""
+        await self._released.wait()
+        status = self._status
+        if isinstance(status, Failed):
+            raise status.error
+
+    # ------------------------------------------------------------------------ build
+    def _prepare(self, mode: int, sql: str, parameters: Sequence[object] | None) -> _Operation:
+        if not isinstance(sql, str):
+            raise TypeError(f"sql must be str, not {type(sql).__name__}")
+        texts, wire_params = _values.encode_parameters(parameters)
+        if len(wire_params) > m.MAX_PARAMETERS:
+            raise ValueError(
+                f"{len(wire_params)} parameters given; the protocol allows at most "
+                f"{m.MAX_PARAMETERS}"
+            )
+        wire = b"".join(
+            (
+                m.encode_parse(sql),
+                m.encode_bind_text(wire_params),
+                _DESCRIBE_PORTAL,
+                _EXECUTE,
+                _SYNC,
+            )
+        )
+        return _Operation(mode, sql, texts, wire, self._loop.create_future())
+
+    # ---------------------------------------------------------------------- COPY IN
+    async def _feed_copy(self, op: _Operation) -> None:
+        """Pull from feed_data and write CopyData until Finished/Abort or told to stop."""
+        feed, to_bytes = op.copy_feed
+        stop = op.copy_stop
+        assert stop is not None
+        stream = self._stream
+        pending: list[bytes] = []
+        pending_size = 0
+
+        def flush() -> None:
+            nonlocal pending_size
+            if pending:
+                self._write(_copy_data_frame(b"".join(pending)))
+                pending.clear()
+                pending_size = 0
+
+        end: bytes | None = None
+        try:
+            async for item in _iterate_feed(feed, stop):
+                if stop.done():
+                    return
+                if isinstance(item, Abort):
+                    flush()
+                    end = m.CopyFail(item.reason).encode()
+                    break
+                chunk = to_bytes(item)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= 65536:
+                    flush()
+                    if stream.write_blocked:
+                        await _wait_either(stream.drain(), stop)
+                        if stop.done():
+                            return
+            else:
+                if stop.done():
+                    return
+                flush()
+                end = _COPY_DONE
+        except Exception as exc:
+            if stop.done():
+                return
+            op.user_exception = exc
+            pending.clear()
+            end = m.CopyFail("feed_data callback raised").encode()
+        if stop.done() or op.copy_in_finished:
+            return
+        op.copy_in_finished = True
+        op.conversation.copy_in_ended()
+        self._write(end + _SYNC)
+
+
+async def _wait_either(awaitable: Awaitable[Any], stop: asyncio.Future[None]) -> None:
+    """Await ``awaitable`` unless ``stop`` completes first (then leave it be)."""
+    future = asyncio.ensure_future(awaitable)
+    if future.done():
+        future.result()
+        return
+    await asyncio.wait((future, stop), return_when=asyncio.FIRST_COMPLETED)
+    if future.done():
+        future.result()
+    elif inspect.iscoroutine(awaitable):
+        future.cancel()  # our own wrapper task, not the caller's future
+
+
+async def _iterate_feed(feed: Any, stop: asyncio.Future[None]) -> AsyncIterator[Any]:
+    """Every form of feed_data as one stream of chunks (and Abort)."""
+    if callable(feed):
+        while not stop.done():
+            result = feed()
+            if inspect.isawaitable(result):
+                result = await result
+            if isinstance(result, Data):
+                yield result.chunk
+            elif isinstance(result, Wait):
+                await _wait_either(result.awaitable, stop)
+            elif isinstance(result, Finished):
+                return
+            elif isinstance(result, Abort):
+                yield result
+                return
+            else:
+                raise TypeError(
+                    "feed_data must return Data, Wait, Abort or Finished, not "
+                    f"{type(result).__name__}"
+                )
+    elif isinstance(feed, AsyncIterable):
+        async for chunk in feed:
+            yield chunk
+    elif isinstance(feed, Iterable) and not isinstance(feed, str | bytes):
+        for index, chunk in enumerate(feed):
+            yield chunk
+            if index % 1024 == 1023:
+                await asyncio.sleep(0)  # a long list must not starve the loop
+    else:
+        raise TypeError("feed_data must be a callable, an iterable or an async iterable")
+
+
+def _ignore_row(_names: tuple[str, ...], _values: tuple[str | None, ...]) -> None:
+    pass
+
+
+def _raw_chunk(chunk: object) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    raise TypeError(f"copy_in_raw chunks must be str or bytes, not {type(chunk).__name__}")
+
+
+def _row_chunk(row: object) -> bytes:
+    if not isinstance(row, Sequence):
+        raise TypeError(f"copy_in_rows rows must be sequences, not {type(row).__name__}")
+    return _values.copy_text_line(row).encode("utf-8")
+
+
+def _copy_data_frame(data: bytes) -> bytes:
+    return b"d" + (len(data) + 4).to_bytes(4, "big") + data
+
+
+_DELIVERS_ROWS = frozenset((_Mode.QUERY, _Mode.SIMPLE))
+_DESCRIBE_PORTAL = m.Describe("P").encode()
+_EXECUTE = m.Execute().encode()
+_SYNC = m.Sync().encode()
+_COPY_DONE = m.FrontendCopyDone().encode()
+
+
+def _format_fields(fields: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in fields.items() if k not in "FLR")
+
+
+def parse_server_version(text: str) -> int | None:
+    """As libpq: a.b.c -> a*10000+b*100+c; a.b -> a*10000+b (a >= 10) or a*10000+b*100."""
+    head = text.split(" ", 1)[0]
+    digits: list[int] = []
+    for part in head.split(".")[:3]:
+        number = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            number += char
+        if not number:
+            break
+        digits.append(int(number))
+        if len(number) != len(part):
+            break
+    if not digits:
+        return None
+    if len(digits) >= 3:
+        return digits[0] * 10000 + digits[1] * 100 + digits[2]
+    if len(digits) == 2:
+        if digits[0] >= 10:
+            return digits[0] * 10000 + digits[1]
+        return digits[0] * 10000 + digits[1] * 100
+    return digits[0] * 10000
+
+
+async def _close_after_body(conn: Connection, body_succeeded: bool) -> None:
+    """with_connection's ending: a failed close after a good body is logged, not raised."""
+    try:
+        await conn.close()
+    except PgasyncError as error:
+        if body_succeeded:
+            logger.warning("closing the connection failed: %s", error)
+
+
+# ------------------------------------------------------------------------------ login
+async def connect(
+    dsn: str | None = None,
+    *,
+    server: str | tuple[str, int] | None = None,
+    host: str | None = None,
+    port: int | str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    gss_krb_token: bytes | None = None,
+    database: str | None = None,
+    interrupt: Awaitable[Any] | None = None,
+    ssl_mode: str | None = None,
+    connect_timeout: float | None = None,
+    application_name: str | None = None,
+    server_settings: Mapping[str, str] | None = None,
+    max_message_length: int | None = None,
+    **more: Any,
+) -> Connection:
+    """Open a connection and log in.
+
+    Keyword arguments beat the DSN, which beats the PG* environment variables, which
+    beat libpq's defaults. On failure raises ``PgasyncError`` and leaves nothing open.
+    """
+    config = resolve_config(
+        dsn,
+        server=server,
+        host=host,
+        port=port,
+        user=user,
+        password=password,
+        gss_krb_token=gss_krb_token,
+        database=database,
+        ssl_mode=ssl_mode,
+        connect_timeout=connect_timeout,
+        application_name=application_name,
+        server_settings=server_settings,
+        max_message_length=max_message_length,
+        **more,
+    )
+    phase = ["connecting"]
+    attempt = asyncio.ensure_future(_connect(config, phase))
+    waiters: set[asyncio.Future[Any]] = {attempt}
+    interrupt_future: asyncio.Future[Any] | None = None
+    if interrupt is not None:
+        interrupt_future = asyncio.ensure_future(interrupt)
+        waiters.add(interrupt_future)
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        await _abandon_attempt(attempt)
+        raise client_error(
+            UNABLE_TO_CONNECT,
+            f"timeout expired while {_PHASE_TEXT[phase[0]]} ({describe_address(config)})",
+        ) from None
+    except BaseException:
+        await _abandon_attempt(attempt)
+        raise
+    finally:
+        if interrupt_future is not None and inspect.iscoroutine(interrupt):
+            interrupt_future.cancel()
+    if attempt in done:
+        return attempt.result()
+    await _abandon_attempt(attempt)
+    text = {
+        "connecting": f"connection attempt aborted ({describe_address(config)})",
+        "ssl": "ssl negotiation interrupted",
+        "login": "login interrupted",
+    }[phase[0]]
+    raise client_error(UNABLE_TO_CONNECT, text)
+
+
+_PHASE_TEXT = {
+    "connecting": "connecting",
+    "ssl": "negotiating SSL",
+    "login": "logging in",
+}
+
+
+async def _abandon_attempt(attempt: asyncio.Future[Connection]) -> None:
+    attempt.cancel()
+    with contextlib.suppress(BaseException):
+        conn = await attempt
+        # It finished just before the cancel landed: do not leak it.
+        conn._stream.abort()
+
+
+async def _connect(config: ConnectConfig, phase: list[str]) -> Connection:
+    stream = await open_stream(config, phase)
+    try:
+        phase[0] = "login"
+        set_keepalive(stream)
+        login = LoginConversation()
+        parameters: dict[str, str] = {}
+        stream.write(m.StartupMessage(config.startup_parameters()).encode())
+        await _login(stream, config, login, parameters)
+        conn = Connection(stream, config, login)
+        conn.runtime_parameters.update(parameters)
+        stream.listener = conn
+        if stream.eof:
+            conn.connection_lost(stream.lost_exc)
+        else:
+            conn._pump()
+        return conn
+    except BaseException:
+        stream.abort()
+        raise
+
+
+async def _next_message(stream: Stream) -> m.BackendMessage:
+    while True:
+        frame = stream.buffer.next_frame()
+        if frame is not None:
+            return m.decode_backend(*frame)
+        if stream.eof:
+            left = len(stream.buffer)
+            if left:
+                raise client_error(
+                    CONNECTION_DOES_NOT_EXIST, f"Unexpected EOF (unconsumed_bytes {left})"
+                )
+            detail = f": {stream.lost_exc}" if stream.lost_exc else ""
+            raise client_error(
+                CONNECTION_DOES_NOT_EXIST, f"Unexpected EOF (no unconsumed messages){detail}"
+            )
+        await stream.wait_for_data()
+
+
+async def _login(
+    stream: Stream, config: ConnectConfig, login: LoginConversation, parameters: dict[str, str]
+) -> None:
+    scram: ScramSha256 | None = None
+    while True:
+        message = await _next_message(stream)
+        if isinstance(message, m.ParameterStatus):
+            parameters[message.name] = message.value
+            continue
+        if isinstance(message, m.NoticeResponse):
+            logger.info("Postgres NoticeResponse: %s", _format_fields(message.fields))
+            continue
+        if isinstance(message, m.NotificationResponse):
+            continue
+        event = login.handle(message)
+        if isinstance(event, Ready):
+            return
+        if isinstance(event, ServerError):
+            raise PgasyncError.from_fields(event.fields)
+        if isinstance(event, KeyReceived):
+            continue
+        assert isinstance(event, AuthRequested)
+        scram = await _answer_auth(stream, config, event.request, scram)
+
+
+async def _answer_auth(
+    stream: Stream,
+    config: ConnectConfig,
+    request: m.AuthenticationRequest,
+    scram: ScramSha256 | None,
+) -> ScramSha256 | None:
+    password = config.password
+    if isinstance(request, m.AuthenticationOk):
+        return scram
+    if isinstance(request, m.AuthenticationCleartextPassword | m.AuthenticationMD5Password):
+        kind = "md5" if isinstance(request, m.AuthenticationMD5Password) else "cleartext"
+        if password is None:
+            raise client_error(
+                INVALID_PASSWORD,
+                f"Server requested ({kind}) password, but no password was provided",
+            )
+        if isinstance(request, m.AuthenticationMD5Password):
+            secret = md5_password_message(config.user, password, request.salt)
+        else:
+            secret = password.encode("utf-8")
+        stream.write(m.PasswordMessage(secret).encode())
+        return scram
+    if isinstance(request, m.AuthenticationGSS):
+        if config.gss_krb_token is None:
+            raise client_error(
+                INVALID_PASSWORD, "Server requested GSS auth, but no gss_krb_token was provided"
+            )
+        stream.write(m.GSSResponse(config.gss_krb_token).encode())
+        return scram
+    try:
+        if isinstance(request, m.AuthenticationSASL):
+            if password is None:
+                raise client_error(
+                    INVALID_PASSWORD,
+                    "Server requested (scram-sha-256) password, but no password was provided",
+                )
+            scram = ScramSha256(config.user, password, request.mechanisms)
+            stream.write(m.SASLInitialResponse(scram.mechanism, scram.client_first()).encode())
+            return scram
+        if isinstance(request, m.AuthenticationSASLContinue) and scram is not None:
+            if scram.needs_slow_hash(request.data):
+                # PBKDF2 with a big iteration count: keep the event loop free.
+                final = await asyncio.to_thread(scram.client_final, request.data)
+            else:
+                final = scram.client_final(request.data)
+            stream.write(m.SASLResponse(final).encode())
+            return scram
+        if isinstance(request, m.AuthenticationSASLFinal) and scram is not None:
+            scram.verify_server_final(request.data)
+            return scram
+    except ScramError as exc:
+        raise client_error(INVALID_AUTHORIZATION, f"SCRAM authentication failed: {exc}") from None
+    name = m.AUTH_NAMES.get(request.CODE, str(request.CODE))
+    raise client_error(INVALID_AUTHORIZATION, f"Server wants unimplemented auth subtype: {name}")
+
+
+@contextlib.asynccontextmanager
+async def with_connection(
+    dsn: str | None = None, *, interrupt: Awaitable[Any] | None = None, **kwargs: Any
+) -> AsyncIterator[Connection]:
+    """Connect, yield the connection, close it at the end."""
+    conn = await connect(dsn, interrupt=interrupt, **kwargs)
+    ok = False
+    try:
+        yield conn
+        ok = True
+    finally:
+        await _close_after_body(conn, ok)
+

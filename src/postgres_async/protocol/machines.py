@@ -1,0 +1,327 @@
+"""The state machines of one conversation each: login, and an extended-protocol query.
+
+This file owns which server message may follow which. A machine is fed one decoded
+message at a time and answers with an event (or None for a step with nothing to act
+on); a message that cannot come next raises ``ProtocolViolation``, after which the
+connection is dead. The machines never write: what to send in answer to an event
+(a password, CopyFail, Sync) is the driver's decision.
+
+Asynchronous messages (NoticeResponse, ParameterStatus, NotificationResponse) may arrive
+at any point and are dealt with by the driver before a message reaches a machine.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._wire import protocol_violation
+from .messages import (
+    AuthenticationRequest,
+    BackendKeyData,
+    BackendMessage,
+    BindComplete,
+    ColumnMetadata,
+    CommandComplete,
+    CopyBothResponse,
+    CopyData,
+    CopyDone,
+    CopyInResponse,
+    CopyOutResponse,
+    EmptyQueryResponse,
+    ErrorResponse,
+    NoData,
+    ParseComplete,
+    ReadyForQuery,
+    RowDescription,
+    TransactionStatus,
+)
+
+
+# ------------------------------------------------------------------------------ events
+@dataclass(frozen=True, slots=True)
+class RowsStart:
+    columns: tuple[ColumnMetadata, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The statement finished: the CommandComplete tag ("" for the empty query)."""
+
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class CopyInStart:
+    overall_format: int
+    column_formats: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOutStart:
+    overall_format: int
+    column_formats: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOutData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An ErrorResponse; ``phase`` is the tag naming where in the exchange it came."""
+
+    fields: Mapping[str, str]
+    phase: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    status: TransactionStatus
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequested:
+    request: AuthenticationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReceived:
+    pid: int
+    secret: int
+
+
+QueryEvent = RowsStart | Completed | CopyInStart | CopyOutStart | CopyOutData | ServerError | Ready
+LoginEvent = AuthRequested | KeyReceived | ServerError | Ready
+
+
+def _unexpected(message: BackendMessage, state: str) -> Exception:
+    return protocol_violation(f"Unexpected message type {message.NAME} in state {state!r}")
+
+
+# ------------------------------------------------------------------------------- login
+class LoginConversation:
+    """From StartupMessage to the first ReadyForQuery."""
+
+    __slots__ = ("backend_key", "done", "failed")
+
+    def __init__(self) -> None:
+        self.backend_key: tuple[int, int] | None = None
+        self.done = False
+        self.failed = False
+
+    def handle(self, message: BackendMessage) -> LoginEvent:
+        if self.done or self.failed:
+            raise _unexpected(message, "logged in")
+        if isinstance(message, AuthenticationRequest):
+            return AuthRequested(message)
+        if isinstance(message, BackendKeyData):
+            if self.backend_key is not None:
+                raise protocol_violation("duplicate BackendKeyData messages")
+            self.backend_key = (message.pid, message.secret)
+            return KeyReceived(message.pid, message.secret)
+        if isinstance(message, ErrorResponse):
+            self.failed = True
+            return ServerError(message.fields, None)
+        if isinstance(message, ReadyForQuery):
+            if message.status is not TransactionStatus.IDLE:
+                raise protocol_violation(
+                    f"Unexpected initial transaction status {message.status.value!r}"
+                )
+            self.done = True
+            return Ready(message.status)
+        raise _unexpected(message, "logging in")
+
+
+# ------------------------------------------------------------------------------- query
+class QueryPhase(enum.Enum):
+    PARSING = "Parsing"
+    BINDING = "Binding"
+    DESCRIBING = "Describing"
+    EXECUTING = "Executing"
+    ROWS = "reading DataRows"
+    COPY_IN = "copying in"
+    COPY_IN_ENDED = "copy in ended"
+    COPY_OUT = "copying out"
+    COPY_OUT_ENDED = "copy out ended"
+    AWAIT_READY = "waiting for ReadyForQuery"
+    DONE = "done"
+
+
+PHASE_TAG_DURING_ROWS = "Error during query execution (despite parsing ok)"
+PHASE_TAG_AFTER_COMPLETE = "Error waiting for ReadyForQuery (after query execution finished)"
+
+
+class QueryConversation:
+    """Parse, Bind, Describe (portal), Execute, Sync: the replies, in order.
+
+    DataRows are not fed here: while ``phase`` is ROWS the driver decodes them in
+    batches straight from the buffer (see ``ReceiveBuffer.take_data_rows``) and feeds
+    only what is not a DataRow.
+    """
+
+    __slots__ = ("columns", "error_seen", "phase")
+
+    def __init__(self) -> None:
+        self.phase = QueryPhase.PARSING
+        self.columns: tuple[ColumnMetadata, ...] | None = None
+        self.error_seen = False
+
+    def copy_in_ended(self) -> None:
+        """The client sent CopyDone or CopyFail (and a Sync)."""
+        if self.phase is QueryPhase.COPY_IN:
+            self.phase = QueryPhase.COPY_IN_ENDED
+
+    def handle(self, message: BackendMessage) -> QueryEvent | None:
+        phase = self.phase
+        if isinstance(message, ErrorResponse):
+            return self._error(message)
+        if isinstance(message, ReadyForQuery):
+            # Only legal once the exchange is over or after an error; anything else
+            # means the server skipped replies we are owed.
+            if phase is QueryPhase.AWAIT_READY:
+                self.phase = QueryPhase.DONE
+                return Ready(message.status)
+            raise _unexpected(message, phase.value)
+        if phase is QueryPhase.PARSING and isinstance(message, ParseComplete):
+            self.phase = QueryPhase.BINDING
+            return None
+        if phase is QueryPhase.BINDING and isinstance(message, BindComplete):
+            self.phase = QueryPhase.DESCRIBING
+            return None
+        if phase is QueryPhase.DESCRIBING:
+            if isinstance(message, RowDescription):
+                self.columns = message.columns
+                self.phase = QueryPhase.ROWS
+                return RowsStart(message.columns)
+            if isinstance(message, NoData):
+                self.phase = QueryPhase.EXECUTING
+                return None
+        if phase is QueryPhase.EXECUTING:
+            if isinstance(message, CommandComplete):
+                self.phase = QueryPhase.AWAIT_READY
+                return Completed(message.tag)
+            if isinstance(message, EmptyQueryResponse):
+                self.phase = QueryPhase.AWAIT_READY
+                return Completed("")
+            if isinstance(message, CopyInResponse):
+                self.phase = QueryPhase.COPY_IN
+                return CopyInStart(message.overall_format, message.column_formats)
+            if isinstance(message, CopyOutResponse):
+                self.phase = QueryPhase.COPY_OUT
+                return CopyOutStart(message.overall_format, message.column_formats)
+            if isinstance(message, CopyBothResponse):
+                raise protocol_violation("CopyBothResponse: replication was not requested")
+        if phase is QueryPhase.ROWS and isinstance(message, CommandComplete):
+            self.phase = QueryPhase.AWAIT_READY
+            return Completed(message.tag)
+        if phase is QueryPhase.COPY_OUT:
+            if isinstance(message, CopyData):
+                return CopyOutData(message.data)
+            if isinstance(message, CopyDone):
+                self.phase = QueryPhase.COPY_OUT_ENDED
+                return None
+            if isinstance(message, CommandComplete):
+                raise protocol_violation("CommandComplete before CopyDone?")
+        if phase is QueryPhase.COPY_OUT_ENDED:
+            if isinstance(message, CommandComplete):
+                self.phase = QueryPhase.AWAIT_READY
+                return Completed(message.tag)
+            if isinstance(message, CopyData):
+                raise protocol_violation("CopyData message after CopyDone?")
+        if phase is QueryPhase.COPY_IN and isinstance(message, CommandComplete):
+            raise protocol_violation("CommandComplete response before we sent CopyDone?")
+        if phase is QueryPhase.COPY_IN_ENDED and isinstance(message, CommandComplete):
+            self.phase = QueryPhase.AWAIT_READY
+            return Completed(message.tag)
+        raise _unexpected(message, phase.value)
+
+    def _error(self, message: ErrorResponse) -> ServerError:
+        phase = self.phase
+        if phase is QueryPhase.AWAIT_READY and self.error_seen:
+            raise _unexpected(message, phase.value)
+        if phase is QueryPhase.DONE:
+            raise _unexpected(message, phase.value)
+        self.error_seen = True
+        self.phase = QueryPhase.AWAIT_READY
+        if phase in (
+            QueryPhase.PARSING,
+            QueryPhase.BINDING,
+            QueryPhase.DESCRIBING,
+            QueryPhase.EXECUTING,
+        ):
+            tag: str | None = f"Postgres Server Error (state={phase.value})"
+        elif phase is QueryPhase.ROWS:
+            tag = PHASE_TAG_DURING_ROWS
+        elif phase is QueryPhase.AWAIT_READY:
+            tag = PHASE_TAG_AFTER_COMPLETE
+        else:
+            tag = None  # COPY errors carry no phase tag
+        return ServerError(message.fields, tag)
+
+
+# ------------------------------------------------------------------------ simple query
+SIMPLE_QUERY_ERROR_TAG = "Postgres Server Error"
+
+
+class SimpleQueryConversation:
+    """A ``Query`` message: any number of result sets, then one ReadyForQuery.
+
+    Shares ``phase`` values with QueryConversation so the driver's batch path for
+    DataRows (phase ROWS) works for both.
+    """
+
+    __slots__ = ("columns", "error_seen", "phase")
+
+    def __init__(self) -> None:
+        self.phase = QueryPhase.EXECUTING
+        self.columns: tuple[ColumnMetadata, ...] | None = None
+        self.error_seen = False
+
+    def copy_in_ended(self) -> None:
+        if self.phase is QueryPhase.COPY_IN:
+            self.phase = QueryPhase.EXECUTING
+
+    def handle(self, message: BackendMessage) -> QueryEvent | None:
+        phase = self.phase
+        if isinstance(message, ErrorResponse):
+            if phase is QueryPhase.DONE:
+                raise _unexpected(message, phase.value)
+            self.error_seen = True
+            # After an error the server skips the rest of the string; a COPY IN it
+            # was in has ended with it.
+            self.phase = QueryPhase.EXECUTING
+            return ServerError(message.fields, SIMPLE_QUERY_ERROR_TAG)
+        if phase is QueryPhase.EXECUTING:
+            if isinstance(message, ReadyForQuery):
+                self.phase = QueryPhase.DONE
+                return Ready(message.status)
+            if isinstance(message, RowDescription):
+                self.columns = message.columns
+                self.phase = QueryPhase.ROWS
+                return RowsStart(message.columns)
+            if isinstance(message, CommandComplete):
+                return Completed(message.tag)
+            if isinstance(message, EmptyQueryResponse):
+                return None
+            if isinstance(message, CopyInResponse):
+                self.phase = QueryPhase.COPY_IN
+                return CopyInStart(message.overall_format, message.column_formats)
+            if isinstance(message, CopyOutResponse):
+                self.phase = QueryPhase.COPY_OUT
+                return CopyOutStart(message.overall_format, message.column_formats)
+        if phase is QueryPhase.ROWS and isinstance(message, CommandComplete):
+            self.phase = QueryPhase.EXECUTING
+            return Completed(message.tag)
+        if phase is QueryPhase.COPY_OUT:
+            if isinstance(message, CopyData):
+                return CopyOutData(message.data)
+            if isinstance(message, CopyDone):
+                self.phase = QueryPhase.COPY_OUT_ENDED
+                return None
+        if phase is QueryPhase.COPY_OUT_ENDED and isinstance(message, CommandComplete):
+            self.phase = QueryPhase.EXECUTING
+            return Completed(message.tag)
+        raise _unexpected(message, phase.value)
