@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import PgasyncError
 from ._wire import protocol_violation
 from .messages import BACKEND_TYPE_BYTES
 
@@ -125,57 +124,69 @@ class ReceiveBuffer:
         """Decode every complete DataRow at the front of the buffer, up to ``limit``.
 
         Stops at the first message that is not a whole DataRow. Values are text decoded
-        as UTF-8; a row that does not parse exactly is a protocol violation.
+        as UTF-8; a row that does not parse exactly is a protocol violation, raised once
+        the good rows before it have been handed over.
         """
-        data = self._data
-        pos = self._pos
-        end = len(data)
-        rows: list[tuple[str | None, ...]] = []
-        unpack_int32 = _INT32.unpack_from
-        max_length = self.max_message_length
-        try:
-            while len(rows) < limit and pos + 7 <= end and data[pos] == _DATA_ROW:
-                (length,) = unpack_int32(data, pos + 1)
-                if length < 6 or length + 1 > max_length:
-                    break  # let next_frame() report it
-                msg_end = pos + 1 + length
-                if msg_end > end:
-                    break
-                (count,) = _INT16.unpack_from(data, pos + 5)
-                if count != column_count:
-                    raise protocol_violation(
-                        "number of columns in DataRow message did not match RowDescription: "
-                        f"expected {column_count}, got {count}"
-                    )
-                p = pos + 7
-                values: list[str | None] = []
-                for _ in range(count):
-                    if p + 4 > msg_end:
-                        raise protocol_violation("Failed to parse DataRow: truncated column")
-                    (size,) = unpack_int32(data, p)
-                    p += 4
-                    if size < 0:
-                        if size != -1:
-                            raise protocol_violation(f"Failed to parse DataRow: length {size}")
-                        values.append(None)
-                    else:
-                        if p + size > msg_end:
-                            raise protocol_violation("Failed to parse DataRow: truncated column")
-                        values.append(data[p : p + size].decode())
-                        p += size
-                if p != msg_end:
-                    raise protocol_violation("Failed to parse DataRow: trailing bytes")
-                rows.append(tuple(values))
-                pos = msg_end
-        except (UnicodeDecodeError, PgasyncError) as exc:
-            self._pos = pos
-            if rows:
-                # Hand over the good rows first; the next call meets the bad one first.
-                return rows
-            if isinstance(exc, UnicodeDecodeError):
-                raise protocol_violation(
-                    "Failed to parse DataRow: invalid UTF-8 in a value"
-                ) from None
-            raise
-        self._pos = pos
+        rows, self._pos, problem = _accel.parse_data_rows(
+            self._data, self._pos, column_count, limit, self.max_message_length
+        )
+        if problem is not None and not rows:
+            raise protocol_violation(problem)
         return rows
+
+
+def parse_data_rows(
+    data: bytearray, pos: int, column_count: int, limit: int, max_length: int
+) -> tuple[list[tuple[str | None, ...]], int, str | None]:
+    """The reference batch decoder: (rows, position after them, problem or None).
+
+    ``problem`` describes a malformed DataRow found at the returned position. A header
+    that is not a DataRow, or a DataRow whose length is implausible or not yet all
+    here, ends the batch without a problem: ``next_frame`` judges those. The compiled
+    twin in ``_speedups.c`` must give identical results (a differential test checks).
+    """
+    end = len(data)
+    rows: list[tuple[str | None, ...]] = []
+    unpack_int32 = _INT32.unpack_from
+    while len(rows) < limit and pos + 7 <= end and data[pos] == _DATA_ROW:
+        (length,) = unpack_int32(data, pos + 1)
+        if length < 6 or length + 1 > max_length:
+            break
+        msg_end = pos + 1 + length
+        if msg_end > end:
+            break
+        (count,) = _INT16.unpack_from(data, pos + 5)
+        if count != column_count:
+            return (
+                rows,
+                pos,
+                "number of columns in DataRow message did not match RowDescription: "
+                f"expected {column_count}, got {count}",
+            )
+        p = pos + 7
+        values: list[str | None] = []
+        for _ in range(count):
+            if p + 4 > msg_end:
+                return rows, pos, "Failed to parse DataRow: truncated column"
+            (size,) = unpack_int32(data, p)
+            p += 4
+            if size < 0:
+                if size != -1:
+                    return rows, pos, f"Failed to parse DataRow: column length {size}"
+                values.append(None)
+            else:
+                if p + size > msg_end:
+                    return rows, pos, "Failed to parse DataRow: truncated column"
+                try:
+                    values.append(data[p : p + size].decode())
+                except UnicodeDecodeError:
+                    return rows, pos, "Failed to parse DataRow: invalid UTF-8 in a value"
+                p += size
+        if p != msg_end:
+            return rows, pos, "Failed to parse DataRow: trailing bytes"
+        rows.append(tuple(values))
+        pos = msg_end
+    return rows, pos, None
+
+
+from .. import _accel  # noqa: E402  (the binding imports parse_data_rows from here)
