@@ -232,3 +232,51 @@ def test_unreadable_installation_is_copied_for_the_server_account(tmp_path: Path
         shutil.rmtree(Path("/tmp") / used.relative_to("/tmp").parts[0])
     else:
         assert used == bindir
+
+
+def test_lifecycle_misuse(pg_installation: Installation) -> None:
+    server = PostgresServer(pg_installation)
+    assert "not started" in repr(server)
+    assert server.log_text() == ""
+    assert server.pid is None
+    with pytest.raises(PostgresServerError, match="not been started"):
+        _ = server.port
+    with pytest.raises(PostgresServerError, match="not been started"):
+        server.run_sql("SELECT 1")
+    with pytest.raises(PostgresServerError, match="not running"):
+        server.restart()
+    with pytest.raises(PostgresServerError, match="not running"):
+        server.reload()
+    server.stop()  # stopping a server never started is fine
+    with server:
+        assert server.start() is server  # already running: nothing to do
+        assert f"port {server.port}" in repr(server)
+        with pytest.raises(ValueError, match="unknown shutdown mode"):
+            server.restart("smart")  # type: ignore[arg-type]
+        server.create_database("owned", owner="trust_user")
+        owner = server.run_sql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'owned'"
+        )
+        assert owner.strip() == "trust_user"
+
+
+def test_default_installation_is_the_first_found() -> None:
+    assert PostgresServer().installation == find_installations()[0]
+
+
+def test_explicit_bindir_must_hold_a_working_postgres(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("initdb", "postgres"):
+        (tmp_path / name).write_text("#!/bin/sh\necho 'not a postgres'\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv(testing.BINDIR_ENV, str(tmp_path))
+    with pytest.raises(PostgresServerError, match="cannot parse"):
+        find_installations()
+
+
+def test_ssl_support_is_read_from_the_binary_without_pg_config(
+    pg_installation: Installation, tmp_path: Path
+) -> None:
+    (tmp_path / "postgres").symlink_to(pg_installation.tool("postgres"))
+    assert testing._supports_ssl(tmp_path) == pg_installation.supports_ssl()
