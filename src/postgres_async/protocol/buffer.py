@@ -17,7 +17,7 @@ from .messages import BACKEND_TYPE_BYTES
 
 _HEADER = struct.Struct("!ci")
 _INT32 = struct.Struct("!i")
-_INT16 = struct.Struct("!h")
+_UINT16 = struct.Struct("!H")
 
 DEFAULT_MAX_MESSAGE_LENGTH = 1 << 30
 
@@ -155,7 +155,7 @@ def parse_data_rows(
         msg_end = pos + 1 + length
         if msg_end > end:
             break
-        (count,) = _INT16.unpack_from(data, pos + 5)
+        (count,) = _UINT16.unpack_from(data, pos + 5)
         if count != column_count:
             return (
                 rows,
