@@ -16,7 +16,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from ..config import ConnectConfig, TcpAddress, UnixAddress
 from ..errors import client_error
@@ -64,9 +64,9 @@ class Stream(asyncio.Protocol):
 
     # ------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        # uvloop's transports do not subclass asyncio.Transport but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         self.buffer.feed(data)
@@ -250,8 +250,7 @@ async def _negotiate_ssl(config: ConnectConfig, stream: Stream, address: TcpAddr
         raise client_error(UNABLE_TO_CONNECT, f"SSL negotiation failed: {exc}") from None
     if tls_transport is None:
         raise client_error(UNABLE_TO_CONNECT, "SSL negotiation failed: connection closed")
-    assert isinstance(tls_transport, asyncio.Transport)
-    stream.transport = tls_transport
+    stream.transport = cast(asyncio.Transport, tls_transport)
 
 
 async def send_cancel_request(
