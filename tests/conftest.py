@@ -35,7 +35,7 @@ def _installations() -> list[Installation]:
         missing = ", ".join(str(v) for v in sorted(CI_REQUIRED_VERSIONS - versions))
         pytest.fail(
             f"CI needs PostgreSQL {missing} but found only {sorted(versions)}: "
-            "install them or set POSTGRES_ASYNC_PG_BINDIR",
+            "install the missing versions or set POSTGRES_ASYNC_PG_BINDIR",
             pytrace=False,
         )
     if not found:

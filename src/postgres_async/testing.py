@@ -287,32 +287,37 @@ def _accessible_bindir(installation: Installation, account: _Account) -> Path:
     base, parts = _installation_trees(installation.bindir)
     if all(_world_accessible(base / part) for part in parts):
         return installation.bindir
+    cache = _cache_dir(installation)
+    relative_bindir = installation.bindir.relative_to(base)
+    if cache.is_dir() and _trusted_cache(cache):
+        return cache / relative_bindir
+    logger.info("copying PostgreSQL %s from %s to %s", installation.version, base, cache)
+    staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.tmp-", dir="/tmp"))
+    try:
+        for part in parts:
+            shutil.copytree(base / part, staging / part, symlinks=True)
+        _make_world_accessible(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        # Atomic publication: concurrent test runs see the whole copy or none.
+        staging.rename(cache)
+    except OSError:
+        if not (cache.is_dir() and _trusted_cache(cache)):
+            # The shared name is taken by something not ours: keep a private copy.
+            logger.warning("%s is not owned by this user or is writable by others", cache)
+            atexit.register(shutil.rmtree, staging, ignore_errors=True)
+            return staging / relative_bindir
+        # Another test run published the same copy first.
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache / relative_bindir
+
+
+def _cache_dir(installation: Installation) -> Path:
+    # Keyed by path and exact version, so an upgraded wheel gets a fresh copy.
     key = hashlib.sha256(f"{installation.bindir}\0{installation.version_string}".encode())
-    cache = Path("/tmp") / f"postgres_async-pg-{installation.version}-{key.hexdigest()[:12]}"
-    bindir = cache / installation.bindir.relative_to(base)
-    if not _trusted_cache(cache):
-        # Somebody else's (or a broken) directory at the predictable name: use a private one.
-        logger.warning("not using %s: not owned by this user or writable by others", cache)
-        cache = Path(tempfile.mkdtemp(prefix=f"{cache.name}-", dir="/tmp"))
-        shutil.rmtree(cache)
-        bindir = cache / installation.bindir.relative_to(base)
-    if not cache.exists():
-        logger.info("copying PostgreSQL %s from %s to %s", installation.version, base, cache)
-        staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.tmp-", dir="/tmp"))
-        try:
-            for part in parts:
-                shutil.copytree(base / part, staging / part, symlinks=True)
-            _make_world_accessible(staging)
-            try:
-                # Atomic publication: concurrent test runs see the whole copy or none.
-                staging.rename(cache)
-            except OSError:
-                if not cache.is_dir():
-                    raise
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-    return bindir
+    return Path("/tmp") / f"postgres_async-pg-{installation.version}-{key.hexdigest()[:12]}"
 
 
 def _installation_trees(bindir: Path) -> tuple[Path, list[Path]]:
@@ -365,7 +370,7 @@ def _trusted_cache(cache: Path) -> bool:
     try:
         st = cache.lstat()
     except FileNotFoundError:
-        return True
+        return False
     return (
         stat.S_ISDIR(st.st_mode)
         and st.st_uid == os.geteuid()

@@ -222,16 +222,29 @@ def test_unreadable_installation_is_copied_for_the_server_account(tmp_path: Path
     bindir = tmp_path / embedded.relative_to(base)
     version, version_string = testing._postgres_version(bindir)
     hidden = Installation(bindir, version, version_string)
-    with PostgresServer(hidden) as server:
-        assert server.run_sql("SELECT 1").strip() == "1"
-        used = server._bindir
+    cache = testing._cache_dir(hidden)
+    try:
+        with PostgresServer(hidden) as server:
+            assert server.run_sql("SELECT 1").strip() == "1"
+            used = server._bindir
+        if os.geteuid() != 0:
+            assert used == bindir
+            return
         assert used is not None
-    if os.geteuid() == 0:
-        assert used.is_relative_to(Path("/tmp"))
-        assert used != bindir
-        shutil.rmtree(Path("/tmp") / used.relative_to("/tmp").parts[0])
-    else:
-        assert used == bindir
+        assert used.is_relative_to(cache)
+        # A directory at the shared name that others could have written is never used.
+        shutil.rmtree(cache)
+        cache.mkdir()
+        (cache / "planted").touch()
+        cache.chmod(0o777)
+        with PostgresServer(hidden) as server:
+            assert server.run_sql("SELECT 1").strip() == "1"
+            private = server._bindir
+        assert private is not None
+        assert not private.is_relative_to(cache)
+        shutil.rmtree(Path("/tmp", private.relative_to("/tmp").parts[0]))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def test_lifecycle_misuse(pg_installation: Installation) -> None:
