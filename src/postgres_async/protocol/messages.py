@@ -493,9 +493,10 @@ class DataRow(BackendMessage):
 def _encode_fields(fields: Mapping[str, str]) -> bytes:
     parts = []
     for key, value in fields.items():
-        if len(key) != 1 or key == "\0":
-            raise ValueError(f"error field type must be one non-NUL character, not {key!r}")
-        parts.append(key.encode("ascii") + cstr(value, "error field"))
+        # The field type is one byte; decoding maps it with chr(), so 1..255 are valid.
+        if len(key) != 1 or not "\0" < key <= "\xff":
+            raise ValueError(f"error field type must be one non-NUL byte, not {key!r}")
+        parts.append(key.encode("latin-1") + cstr(value, "error field"))
     return b"".join(parts) + b"\0"
 
 
