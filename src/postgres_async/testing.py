@@ -75,6 +75,8 @@ TEST_USER_ENV = "POSTGRES_ASYNC_TEST_USER"
 
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
+# A configuration file with errors is not applied and pg_conf_load_time() never moves.
+_RELOAD_TIMEOUT = 10.0
 _COMMAND_TIMEOUT = 120.0
 _PORT_ATTEMPTS = 5
 _ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
@@ -614,10 +616,10 @@ class PostgresServer:
             raise PostgresServerError("the server is not running")
         before = self.run_sql("SELECT pg_conf_load_time()")
         os.kill(pid, signal.SIGHUP)
-        deadline = time.monotonic() + _START_TIMEOUT
+        deadline = time.monotonic() + _RELOAD_TIMEOUT
         while self.run_sql("SELECT pg_conf_load_time()") == before:
             if time.monotonic() > deadline:
-                raise self._error("the server did not reload its configuration")
+                raise self._error("the server did not reload its configuration (errors in it?)")
             time.sleep(0.01)
 
     def __enter__(self) -> Self:
