@@ -311,7 +311,10 @@ def _percent_decode(text: str, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"invalid UTF-8 in the {what} of the connection URI") from None
+        pass
+    # Raised outside the handler: the UnicodeDecodeError holds the bytes (maybe the
+    # password) and must not ride along as __context__.
+    raise ValueError(f"invalid UTF-8 in the {what} of the connection URI")
 
 
 def _parse_uri(dsn: str) -> dict[str, str]:

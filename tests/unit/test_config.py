@@ -322,6 +322,7 @@ def test_bad_dsn(dsn: str, match: str) -> None:
         "postgresql://u:hunter2@h/db?nope=1",
         "postgresql://u:hunter2%zz@h/db",
         "postgresql://u:hunter2%00@h/db",
+        "postgresql://u:hunter2%ff@h/db",
         "postgresql://u:hunter2@h1,h2/db",
         "postgresql://u:hunter2@h:port/db",
     ],
@@ -331,6 +332,8 @@ def test_dsn_errors_never_show_the_password(dsn: str) -> None:
         resolve(dsn)
     assert "hunter2" not in str(info.value)
     assert dsn not in str(info.value)
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
 
 
 # --------------------------------------------------------------------------- precedence
