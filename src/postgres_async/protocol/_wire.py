@@ -132,27 +132,46 @@ def cstr(value: str, what: str) -> bytes:
     return check_text(value, what) + b"\0"
 
 
+def _unpackable(value: object, kind: str) -> Exception:
+    # struct.error is neither ValueError nor TypeError: say which one it is.
+    if not isinstance(value, int):
+        return TypeError(f"{kind} field needs an int, not {type(value).__name__}")
+    return ValueError(f"{value} is out of range for an {kind} protocol field")
+
+
 def pack_int16(value: int) -> bytes:
-    return _INT16.pack(value)
+    try:
+        return _INT16.pack(value)
+    except struct.error:
+        raise _unpackable(value, "int16") from None
 
 
 def pack_uint16(value: int) -> bytes:
-    return _UINT16.pack(value)
+    try:
+        return _UINT16.pack(value)
+    except struct.error:
+        raise _unpackable(value, "uint16") from None
 
 
 def pack_int32(value: int) -> bytes:
-    return _INT32.pack(value)
+    try:
+        return _INT32.pack(value)
+    except struct.error:
+        raise _unpackable(value, "int32") from None
 
 
 def pack_uint32(value: int) -> bytes:
-    return _UINT32.pack(value)
+    try:
+        return _UINT32.pack(value)
+    except struct.error:
+        raise _unpackable(value, "uint32") from None
 
 
 def frame(type_code: bytes, payload: bytes) -> bytes:
     """A typed message: type byte, int32 length counting itself, payload."""
-    return type_code + _INT32.pack(len(payload) + 4) + payload
+    return type_code + pack_int32(len(payload) + 4) + payload
 
 
 def untyped_frame(payload: bytes) -> bytes:
     """StartupMessage, SSLRequest, CancelRequest: no type byte."""
-    return _INT32.pack(len(payload) + 4) + payload
+    return pack_int32(len(payload) + 4) + payload
