@@ -294,6 +294,8 @@ class AuthenticationSASL(AuthenticationRequest):
     mechanisms: tuple[str, ...]
 
     def _extra(self) -> bytes:
+        if not all(self.mechanisms):  # an empty name would end the list early
+            raise ValueError("SASL mechanism name must not be empty")
         return b"".join(cstr(m, "SASL mechanism") for m in self.mechanisms) + b"\0"
 
     @classmethod
@@ -797,6 +799,8 @@ class StartupMessage(FrontendMessage):
             raise ValueError("StartupMessage needs a user")
         parts = [pack_int32(self.protocol_version)]
         for key, value in self.parameters.items():
+            if not key:  # an empty name would end the list early
+                raise ValueError("startup parameter name must not be empty")
             parts.append(cstr(key, f"startup parameter name {key!r}"))
             parts.append(cstr(value, f"startup parameter {key!r}"))
         parts.append(b"\0")
