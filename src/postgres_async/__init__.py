@@ -1,8 +1,8 @@
 """postgres_async: an asyncio PostgreSQL client that speaks the wire protocol itself.
 
-    import postgres_async as pg
-    async with pg.with_connection(server="localhost:5432", user="me") as conn:
-        await conn.query("SELECT $1::int", [1], handle_row=print)
+import postgres_async as pg
+async with pg.with_connection(server="localhost:5432", user="me") as conn:
+    await conn.query("SELECT $1::int", [1], handle_row=print)
 """
 
 from . import errors, protocol

@@ -31,10 +31,10 @@ Parameter = (
 
 def to_text(value: object, what: str) -> str | None:
     """The text PostgreSQL accepts as input for ``value``; None stays NULL."""
-    if value is None or type(value) is str:
-        return value  # type: ignore[return-value]
+    if value is None:
+        return None
     if isinstance(value, str):
-        return str(value)
+        return value if type(value) is str else str(value)
     if isinstance(value, bool):  # before int: bool is an int
         return "true" if value else "false"
     if isinstance(value, int):

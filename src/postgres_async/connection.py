@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeAlias, TypeVar
 
-from . import _values
+from . import _accel, _values
 from ._transport.stream import (
     CONNECTION_DOES_NOT_EXIST,
     UNABLE_TO_CONNECT,
@@ -49,7 +49,14 @@ from ._transport.stream import (
     send_cancel_request,
     set_keepalive,
 )
-from .auth import ScramError, ScramSha256, md5_password_message
+from .auth import (
+    ScramAuthenticationError,
+    ScramError,
+    ScramMechanismError,
+    ScramSha256,
+    md5_password_message,
+    tls_server_end_point,
+)
 from .config import ConnectConfig, resolve_config
 from .errors import PgasyncError, client_error
 from .protocol import messages as m
@@ -62,6 +69,7 @@ from .protocol.machines import (
     KeyReceived,
     LoginConversation,
     QueryConversation,
+    QueryEvent,
     QueryPhase,
     Ready,
     RowsStart,
@@ -193,35 +201,32 @@ class SimpleQueryResult:
 
 
 class _Operation:
-    """One extended-query exchange, from its first message to its ReadyForQuery."""
+    """One extended-query exchange, from its first message to its ReadyForQuery.
 
-    __slots__ = (
-        "cancel_requested",
-        "column_names",
-        "command",
-        "commands",
-        "conversation",
-        "copy_feed",
-        "copy_feeder",
-        "copy_in_finished",
-        "copy_stop",
-        "error",
-        "finished",
-        "future",
-        "handle_columns",
-        "handle_data",
-        "handle_row",
-        "mode",
-        "parameters",
-        "pending_rows",
-        "pushback",
-        "rows_seen",
-        "sent",
-        "sql",
-        "user_exception",
-        "warnings",
-        "wire",
-    )
+    Rarely used attributes are class-level defaults, so building one per query (tens of
+    thousands a second) sets only the few that every operation needs.
+    """
+
+    handle_row: HandleRow | None = None
+    handle_columns: HandleColumns | None = None
+    handle_data: Callable[[bytes], Awaitable[None] | None] | None = None
+    pushback: Pushback | None = None
+    column_names: tuple[str, ...] = ()
+    command: CommandComplete | None = None
+    commands: list[CommandComplete]
+    warnings: list[str]
+    error: PgasyncError | None = None
+    user_exception: BaseException | None = None
+    pending_rows: collections.deque[tuple[str | None, ...]] | None = None
+    rows_seen = 0
+    sent = False
+    cancel_requested = False
+    cancel_sent = False
+    finished = False
+    copy_feed: Any = None
+    copy_feeder: asyncio.Task[None] | None = None
+    copy_in_finished = False
+    copy_stop: asyncio.Future[None] | None = None
 
     def __init__(
         self,
@@ -236,28 +241,15 @@ class _Operation:
         self.parameters = parameters
         self.wire = wire
         self.future = future
-        self.conversation: QueryConversation | SimpleQueryConversation = (
-            SimpleQueryConversation() if mode == _Mode.SIMPLE else QueryConversation()
-        )
-        self.commands: list[CommandComplete] = []
-        self.warnings: list[str] = []
-        self.handle_data: Callable[[bytes], Awaitable[None] | None] | None = None
-        self.handle_row: HandleRow | None = None
-        self.handle_columns: HandleColumns | None = None
-        self.pushback: Pushback | None = None
-        self.column_names: tuple[str, ...] = ()
-        self.command: CommandComplete | None = None
-        self.error: PgasyncError | None = None
-        self.user_exception: BaseException | None = None
-        self.pending_rows: collections.deque[tuple[str | None, ...]] | None = None
-        self.rows_seen = 0
-        self.sent = False
-        self.cancel_requested = False
-        self.finished = False
-        self.copy_feed: Any = None
-        self.copy_feeder: asyncio.Task[None] | None = None
-        self.copy_in_finished = False
-        self.copy_stop: asyncio.Future[None] | None = None
+        self.conversation: QueryConversation | SimpleQueryConversation
+        if mode == _Mode.SIMPLE:
+            self.conversation = SimpleQueryConversation()
+            self.commands = []
+            self.warnings = []
+        else:
+            self.conversation = QueryConversation()
+        # Only plain statements that cannot enter COPY FROM STDIN may share the wire.
+        self.pipelinable = mode <= _Mode.EXPECT_NO_DATA and "COPY" not in sql.upper()
 
     def set_error(self, error: PgasyncError) -> None:
         """The first error of an operation is its result; later ones are consequences."""
@@ -281,14 +273,19 @@ class Connection:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._status: Status = Open()
+        # Not yet written / written and owed replies (head first). Operations are
+        # pipelined: written before the ones ahead have finished, when it is safe.
         self._waiting: collections.deque[_Operation] = collections.deque()
-        self._active: _Operation | None = None
+        self._inflight: collections.deque[_Operation] = collections.deque()
+        self._unsent: list[bytes] = []
+        self._flush_scheduled = False
         self._paused = False
         self._cancel_in_flight: asyncio.Task[None] | None = None
         self._released = asyncio.Event()
         self._terminate_sent = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._listeners: dict[str, list[NotificationCallback]] = {}
+        self._parse_cache: dict[str, bytes] = {}
         self.runtime_parameters: dict[str, str] = {}
         key = login.backend_key
         self.backend_pid: int | None = key[0] if key else None
@@ -336,13 +333,24 @@ class Connection:
             return
         self._status = Failed(error, resources_released=False)
         self._paused = False
-        active = self._active
-        self._active = None
-        if active is not None:
-            self._stop_copy_feeder(active)
-            if active.error is None:
-                active.set_error(error)
-            self._settle(active)
+        self._unsent.clear()
+        inflight = self._inflight
+        if inflight:
+            head = inflight.popleft()
+            self._stop_copy_feeder(head)
+            if head.error is None:
+                head.set_error(error)
+            self._settle(head)
+        while inflight:
+            op = inflight.popleft()
+            op.set_error(
+                client_error(
+                    CONNECTION_DOES_NOT_EXIST,
+                    "connection failed before the query's turn came",
+                    original_error=error,
+                )
+            )
+            self._settle(op)
         while self._waiting:
             op = self._waiting.popleft()
             op.set_error(_previously_failed(error))
@@ -369,7 +377,7 @@ class Connection:
             self._mark_released()
             return
         if not isinstance(status, Failed | ClosedGracefully):
-            active = self._active
+            active = self._inflight[0] if self._inflight else None
             fatal = None
             if active is not None and active.error is not None and active.error.fields:
                 fatal = active.error  # e.g. FATAL 57P01 from pg_terminate_backend
@@ -396,9 +404,10 @@ class Connection:
         if self._paused or isinstance(self._status, Failed):
             return
         buffer = self._buffer
+        inflight = self._inflight
         try:
             while not self._paused:
-                op = self._active
+                op = inflight[0] if inflight else None
                 if op is not None and op.conversation.phase is QueryPhase.ROWS:
                     rows = buffer.take_data_rows(len(op.column_names), ROW_BATCH)
                     if rows:
@@ -411,11 +420,12 @@ class Connection:
                 if type_code in _ASYNC_TYPES:
                     self._asynchronous_message(type_code, payload)
                     continue
-                message = m.decode_backend(type_code, payload)
                 if op is None:
-                    self._unsolicited(message)
+                    self._unsolicited(m.decode_backend(type_code, payload))
                     return
-                self._on_message(op, message)
+                event = op.conversation.handle_frame(type_code, payload)
+                if event is not None:
+                    self._on_event(op, event)
         except PgasyncError as error:
             self._fail(error)
 
@@ -466,19 +476,18 @@ class Connection:
             logger.info("Postgres NoticeResponse: %s", _format_fields(notice.fields))
 
     # --------------------------------------------------------------- operation flow
-    def _on_message(self, op: _Operation, message: m.BackendMessage) -> None:
-        event = op.conversation.handle(message)
-        if event is None:
-            return
+    def _on_event(self, op: _Operation, event: QueryEvent) -> None:
         if isinstance(event, RowsStart):
-            op.column_names = tuple(c.name for c in event.columns)
+            op.column_names = event.names
             if op.mode in _DELIVERS_ROWS and op.handle_columns is not None and op.callbacks_live:
                 try:
                     op.handle_columns(event.columns)
                 except Exception as exc:
                     op.user_exception = exc
         elif isinstance(event, Completed):
-            op.command = CommandComplete.parse(event.tag) if event.tag else CommandComplete("", None)
+            op.command = (
+                CommandComplete.parse(event.tag) if event.tag else CommandComplete("", None)
+            )
             if op.mode == _Mode.SIMPLE:
                 op.commands.append(op.command)
             elif op.mode in (_Mode.EXPECT_NO_DATA, _Mode.COPY_OUT) and op.rows_seen:
@@ -560,7 +569,8 @@ class Connection:
         """Rows one at a time, awaiting pushback after each; pause reading while it waits."""
         handle_row = op.handle_row
         pushback = op.pushback
-        assert handle_row is not None and pushback is not None
+        assert handle_row is not None
+        assert pushback is not None
         names = op.column_names
         while queue:
             if not op.callbacks_live:
@@ -610,7 +620,7 @@ class Connection:
     def _pushback_done(self, op: _Operation, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None and op.callbacks_live:
             op.user_exception = future.exception()
-        if self._active is not op or not self._paused:
+        if not self._paused or not self._inflight or self._inflight[0] is not op:
             return
         queue = op.pending_rows
         self._paused = False
@@ -622,9 +632,13 @@ class Connection:
         self._pump()
 
     def _finish(self, op: _Operation) -> None:
-        self._active = None
+        self._inflight.popleft()
         self._stop_copy_feeder(op)
         self._settle(op)
+        if self._inflight:
+            head = self._inflight[0]
+            if head.cancel_requested:
+                self._send_cancel_for(head)
         self._send_next()
 
     def _settle(self, op: _Operation) -> None:
@@ -642,25 +656,57 @@ class Connection:
             future.set_result(op.command or CommandComplete("", None))
 
     def _write(self, data: bytes) -> None:
+        if self._unsent:
+            self._unsent.append(data)
+            data = b"".join(self._unsent)
+            self._unsent.clear()
         try:
             self._stream.write(data)
         except PgasyncError as error:
             self._fail(error)
 
+    def _write_soon(self, data: bytes) -> None:
+        """Pipelined operations queued in one loop iteration leave in one write."""
+        self._unsent.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._unsent and isinstance(self._status, Open | Closing):
+            self._write(b"")
+
     def _send_next(self) -> None:
-        """Write the next waiting operation, if the wire is free for it."""
-        if self._active is not None or not isinstance(self._status, Open | Closing):
+        """Write waiting operations while the wire is free for them.
+
+        An operation is written behind unfinished ones only if both are plain queries
+        that cannot start COPY FROM STDIN (which would swallow what follows as copy
+        data), and the last one has no cancel pending.
+        """
+        if not isinstance(self._status, Open | Closing):
             return
         cancel = self._cancel_in_flight
         if cancel is not None and not cancel.done():
             return
-        while self._waiting:
-            op = self._waiting.popleft()
-            if op.future.done():
-                continue
-            self._active = op
-            op.sent = True
-            self._write(op.wire)
+        inflight = self._inflight
+        waiting = self._waiting
+        while waiting:
+            op = waiting[0]
+            if inflight:
+                last = inflight[-1]
+                if not (last.pipelinable and op.pipelinable) or last.cancel_requested:
+                    return
+                waiting.popleft()
+                op.sent = True
+                inflight.append(op)
+                self._write_soon(op.wire)
+            else:
+                waiting.popleft()
+                op.sent = True
+                inflight.append(op)
+                self._write(op.wire)
+        if inflight:
             return
         if isinstance(self._status, Closing) and not self._terminate_sent:
             # The server answers Terminate by closing; connection_lost completes the close.
@@ -669,6 +715,27 @@ class Connection:
 
     def _cancel_done(self, _task: asyncio.Task[None]) -> None:
         self._send_next()
+
+    def _send_cancel_for(self, op: _Operation) -> None:
+        """A CancelRequest stops whatever the backend runs, so it is sent only while
+        ``op`` is the one and only operation on the wire; an operation with pipelined
+        ones behind it is drained instead (or cancelled once it is alone)."""
+        inflight = self._inflight
+        if op.cancel_sent or len(inflight) != 1 or inflight[0] is not op:
+            return
+        if self._secret is None or self.backend_pid is None:
+            return
+        op.cancel_sent = True
+        self._start_cancel_request()
+
+    def _start_cancel_request(self) -> None:
+        assert self._secret is not None
+        assert self.backend_pid is not None
+        task = self._loop.create_task(
+            send_cancel_request(self._config, self.backend_pid, self._secret)
+        )
+        self._cancel_in_flight = task
+        task.add_done_callback(self._cancel_done)
 
     def _stop_copy_feeder(self, op: _Operation) -> None:
         if op.copy_stop is not None and not op.copy_stop.done():
@@ -710,13 +777,8 @@ class Connection:
             op.conversation.copy_in_ended()
             self._write(m.CopyFail("operation cancelled").encode() + m.Sync().encode())
             return  # CopyFail ends it; a CancelRequest could hit a later statement
-        if self._secret is not None and self.backend_pid is not None:
-            task = self._loop.create_task(
-                send_cancel_request(self._config, self.backend_pid, self._secret)
-            )
-            self._cancel_in_flight = task
-            task.add_done_callback(self._cancel_done)
-        if self._paused:
+        self._send_cancel_for(op)
+        if self._paused and self._inflight and self._inflight[0] is op:
             # Pushback holds the socket; the caller is gone, so nobody will release it.
             op.pending_rows = None
             self._paused = False
@@ -759,7 +821,7 @@ class Connection:
     ) -> CommandComplete:
         """Run ``COPY ... FROM STDIN`` and send what ``feed_data`` yields as its data."""
         op = self._prepare(_Mode.COPY_IN, sql, parameters)
-        op.copy_feed = (feed_data, _raw_chunk)
+        op.copy_feed = (feed_data, _raw_batch)
         result: CommandComplete = await self._run(op)
         return result
 
@@ -780,7 +842,7 @@ class Connection:
         columns = ", ".join(_values.quote_identifier(c) for c in column_names)
         sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT text)"
         op = self._prepare(_Mode.COPY_IN, sql, None)
-        op.copy_feed = (feed_data, _row_chunk)
+        op.copy_feed = (feed_data, _accel.format_copy_rows)
         result: CommandComplete = await self._run(op)
         return result
 
@@ -844,24 +906,20 @@ class Connection:
                     )
                 )
                 self._settle(op)
-            if try_cancel_statement_before_close and self._active is not None:
-                self._abandon_for_close()
+            if (
+                try_cancel_statement_before_close
+                and self._inflight
+                and self._secret is not None
+                and self.backend_pid is not None
+            ):
+                self._start_cancel_request()
             self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_timed_out)
             self._send_next()
         await self.close_finished()
 
-    def _abandon_for_close(self) -> None:
-        if self._secret is not None and self.backend_pid is not None:
-            task = self._loop.create_task(
-                send_cancel_request(self._config, self.backend_pid, self._secret)
-            )
-            self._cancel_in_flight = task
-
     def _close_timed_out(self) -> None:
         if isinstance(self._status, Closing):
-            self._fail(
-                client_error(CONNECTION_EXCEPTION, "close: EOF expected, but instead stuck")
-            )
+            self._fail(client_error(CONNECTION_EXCEPTION, "close: EOF expected, but instead stuck"))
 
     async def close_finished(self) -> None:
         """Until the connection is gone: None after a graceful close, else raises."""
@@ -872,76 +930,144 @@ class Connection:
 
     # ------------------------------------------------------------------------ build
     def _prepare(self, mode: int, sql: str, parameters: Sequence[object] | None) -> _Operation:
-        if not isinstance(sql, str):
-            raise TypeError(f"sql must be str, not {type(sql).__name__}")
-        texts, wire_params = _values.encode_parameters(parameters)
-        if len(wire_params) > m.MAX_PARAMETERS:
-            raise ValueError(
-                f"{len(wire_params)} parameters given; the protocol allows at most "
-                f"{m.MAX_PARAMETERS}"
-            )
-        wire = b"".join(
-            (
-                m.encode_parse(sql),
-                m.encode_bind_text(wire_params),
-                _DESCRIBE_PORTAL,
-                _EXECUTE,
-                _SYNC,
-            )
-        )
+        parse = self._parse_cache.get(sql)
+        if parse is None:
+            if not isinstance(sql, str):
+                raise TypeError(f"sql must be str, not {type(sql).__name__}")
+            parse = m.encode_parse(sql)
+            if len(self._parse_cache) >= _PARSE_CACHE_SIZE:
+                self._parse_cache.clear()
+            self._parse_cache[sql] = parse
+        if parameters:
+            texts, wire_params = _values.encode_parameters(parameters)
+            if len(wire_params) > m.MAX_PARAMETERS:
+                raise ValueError(
+                    f"{len(wire_params)} parameters given; the protocol allows at most "
+                    f"{m.MAX_PARAMETERS}"
+                )
+            wire = parse + m.encode_bind_text(wire_params) + _DESCRIBE_EXECUTE_SYNC
+        else:
+            texts = ()
+            wire = parse + _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC
         return _Operation(mode, sql, texts, wire, self._loop.create_future())
 
     # ---------------------------------------------------------------------- COPY IN
     async def _feed_copy(self, op: _Operation) -> None:
         """Pull from feed_data and write CopyData until Finished/Abort or told to stop."""
-        feed, to_bytes = op.copy_feed
+        feed, encode_batch = op.copy_feed
         stop = op.copy_stop
         assert stop is not None
-        stream = self._stream
-        pending: list[bytes] = []
-        pending_size = 0
-
-        def flush() -> None:
-            nonlocal pending_size
-            if pending:
-                self._write(_copy_data_frame(b"".join(pending)))
-                pending.clear()
-                pending_size = 0
-
-        end: bytes | None = None
+        writer = _CopyWriter(self, encode_batch, stop)
+        end: bytes
         try:
-            async for item in _iterate_feed(feed, stop):
-                if stop.done():
-                    return
-                if isinstance(item, Abort):
-                    flush()
-                    end = m.CopyFail(item.reason).encode()
-                    break
-                chunk = to_bytes(item)
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= 65536:
-                    flush()
-                    if stream.write_blocked:
-                        await _wait_either(stream.drain(), stop)
-                        if stop.done():
-                            return
-            else:
-                if stop.done():
-                    return
-                flush()
-                end = _COPY_DONE
+            end = await writer.run(feed)
         except Exception as exc:
             if stop.done():
                 return
             op.user_exception = exc
-            pending.clear()
             end = m.CopyFail("feed_data callback raised").encode()
         if stop.done() or op.copy_in_finished:
             return
         op.copy_in_finished = True
         op.conversation.copy_in_ended()
         self._write(end + _SYNC)
+
+
+class _CopyWriter:
+    """Batches what feed_data yields into CopyData messages.
+
+    Items are encoded a batch at a time (one call to the batch encoder, compiled when
+    available), sent when the batch is big, when the feeder waits, or when it has been
+    held for a while; after each send the writer waits while the transport's buffer is
+    full, so memory stays bounded however fast the feeder is.
+    """
+
+    __slots__ = ("_batch", "_conn", "_encode", "_loop", "_sent_at", "_size", "_stop")
+
+    MAX_ITEMS = 1024
+    MAX_BYTES = 256 * 1024
+    MAX_HOLD = 0.05  # seconds an item may wait for its batch to fill
+
+    def __init__(
+        self,
+        conn: Connection,
+        encode: Callable[[list[Any]], bytes],
+        stop: asyncio.Future[None],
+    ) -> None:
+        self._conn = conn
+        self._encode = encode
+        self._stop = stop
+        self._batch: list[Any] = []
+        self._size = 0
+        self._loop = conn._loop
+        self._sent_at = self._loop.time()
+
+    def _add(self, item: object) -> bool:
+        """Queue one item; True when the batch should be sent now."""
+        self._batch.append(item)
+        if isinstance(item, str | bytes | bytearray | memoryview):
+            self._size += len(item)
+        return (
+            len(self._batch) >= self.MAX_ITEMS
+            or self._size >= self.MAX_BYTES
+            or self._loop.time() - self._sent_at > self.MAX_HOLD
+        )
+
+    async def _send(self) -> None:
+        if self._batch:
+            data = self._encode(self._batch)
+            self._batch.clear()
+            self._size = 0
+            if not self._stop.done():
+                self._conn._write(_copy_data_frame(data))
+        self._sent_at = self._loop.time()
+        stream = self._conn._stream
+        if stream.write_blocked:
+            await _wait_either(stream.drain(), self._stop)
+        else:
+            await asyncio.sleep(0)  # a feeder that never waits must not starve the loop
+
+    async def run(self, feed: Any) -> bytes:
+        """Feed everything; returns the message that ends the copy (CopyDone/CopyFail)."""
+        stop = self._stop
+        if callable(feed):
+            while not stop.done():
+                result = feed()
+                if inspect.isawaitable(result):
+                    result = await result
+                if isinstance(result, Data):
+                    if self._add(result.chunk):
+                        await self._send()
+                elif isinstance(result, Wait):
+                    await self._send()  # what is ready goes out before we wait
+                    await _wait_either(result.awaitable, stop)
+                elif isinstance(result, Finished):
+                    break
+                elif isinstance(result, Abort):
+                    await self._send()
+                    return m.CopyFail(result.reason).encode()
+                else:
+                    raise TypeError(
+                        "feed_data must return Data, Wait, Abort or Finished, not "
+                        f"{type(result).__name__}"
+                    )
+        elif isinstance(feed, AsyncIterable):
+            async for item in feed:
+                if stop.done():
+                    break
+                if self._add(item):
+                    await self._send()
+        elif isinstance(feed, Iterable) and not isinstance(feed, str | bytes):
+            for item in feed:
+                if stop.done():
+                    break
+                if self._add(item):
+                    await self._send()
+        else:
+            raise TypeError("feed_data must be a callable, an iterable or an async iterable")
+        if not stop.done():
+            await self._send()
+        return _COPY_DONE
 
 
 async def _wait_either(awaitable: Awaitable[Any], stop: asyncio.Future[None]) -> None:
@@ -957,39 +1083,6 @@ async def _wait_either(awaitable: Awaitable[Any], stop: asyncio.Future[None]) ->
         future.cancel()  # our own wrapper task, not the caller's future
 
 
-async def _iterate_feed(feed: Any, stop: asyncio.Future[None]) -> AsyncIterator[Any]:
-    """Every form of feed_data as one stream of chunks (and Abort)."""
-    if callable(feed):
-        while not stop.done():
-            result = feed()
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result, Data):
-                yield result.chunk
-            elif isinstance(result, Wait):
-                await _wait_either(result.awaitable, stop)
-            elif isinstance(result, Finished):
-                return
-            elif isinstance(result, Abort):
-                yield result
-                return
-            else:
-                raise TypeError(
-                    "feed_data must return Data, Wait, Abort or Finished, not "
-                    f"{type(result).__name__}"
-                )
-    elif isinstance(feed, AsyncIterable):
-        async for chunk in feed:
-            yield chunk
-    elif isinstance(feed, Iterable) and not isinstance(feed, str | bytes):
-        for index, chunk in enumerate(feed):
-            yield chunk
-            if index % 1024 == 1023:
-                await asyncio.sleep(0)  # a long list must not starve the loop
-    else:
-        raise TypeError("feed_data must be a callable, an iterable or an async iterable")
-
-
 def _ignore_row(_names: tuple[str, ...], _values: tuple[str | None, ...]) -> None:
     pass
 
@@ -1002,10 +1095,8 @@ def _raw_chunk(chunk: object) -> bytes:
     raise TypeError(f"copy_in_raw chunks must be str or bytes, not {type(chunk).__name__}")
 
 
-def _row_chunk(row: object) -> bytes:
-    if not isinstance(row, Sequence):
-        raise TypeError(f"copy_in_rows rows must be sequences, not {type(row).__name__}")
-    return _values.copy_text_line(row).encode("utf-8")
+def _raw_batch(chunks: list[Any]) -> bytes:
+    return b"".join([_raw_chunk(chunk) for chunk in chunks])
 
 
 def _copy_data_frame(data: bytes) -> bytes:
@@ -1013,9 +1104,11 @@ def _copy_data_frame(data: bytes) -> bytes:
 
 
 _DELIVERS_ROWS = frozenset((_Mode.QUERY, _Mode.SIMPLE))
-_DESCRIBE_PORTAL = m.Describe("P").encode()
-_EXECUTE = m.Execute().encode()
 _SYNC = m.Sync().encode()
+_DESCRIBE_EXECUTE_SYNC = m.Describe("P").encode() + m.Execute().encode() + _SYNC
+_BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC = m.encode_bind_text([]) + _DESCRIBE_EXECUTE_SYNC
+# Encoded Parse messages by SQL text: the same statements come back again and again.
+_PARSE_CACHE_SIZE = 256
 _COPY_DONE = m.FrontendCopyDone().encode()
 
 
@@ -1219,6 +1312,13 @@ async def _answer_auth(
 ) -> ScramSha256 | None:
     password = config.password
     if isinstance(request, m.AuthenticationOk):
+        if scram is not None and not scram.server_verified:
+            # Without SASLFinal the server never proved it knows the password: anyone
+            # in the middle could have said "Ok".
+            raise client_error(
+                PROTOCOL_VIOLATION,
+                "server sent AuthenticationOk before completing the SCRAM exchange",
+            )
         return scram
     if isinstance(request, m.AuthenticationCleartextPassword | m.AuthenticationMD5Password):
         kind = "md5" if isinstance(request, m.AuthenticationMD5Password) else "cleartext"
@@ -1247,7 +1347,7 @@ async def _answer_auth(
                     INVALID_PASSWORD,
                     "Server requested (scram-sha-256) password, but no password was provided",
                 )
-            scram = ScramSha256(config.user, password, request.mechanisms)
+            scram = ScramSha256(config.user, password, request.mechanisms, _channel_binding(stream))
             stream.write(m.SASLInitialResponse(scram.mechanism, scram.client_first()).encode())
             return scram
         if isinstance(request, m.AuthenticationSASLContinue) and scram is not None:
@@ -1261,10 +1361,26 @@ async def _answer_auth(
         if isinstance(request, m.AuthenticationSASLFinal) and scram is not None:
             scram.verify_server_final(request.data)
             return scram
-    except ScramError as exc:
+    except ScramMechanismError as exc:
         raise client_error(INVALID_AUTHORIZATION, f"SCRAM authentication failed: {exc}") from None
+    except ScramAuthenticationError as exc:
+        raise client_error(INVALID_PASSWORD, f"SCRAM authentication failed: {exc}") from None
+    except ScramError as exc:
+        raise client_error(PROTOCOL_VIOLATION, f"SCRAM authentication failed: {exc}") from None
     name = m.AUTH_NAMES.get(request.CODE, str(request.CODE))
     raise client_error(INVALID_AUTHORIZATION, f"Server wants unimplemented auth subtype: {name}")
+
+
+def _channel_binding(stream: Stream) -> tuple[str, bytes] | None:
+    """tls-server-end-point data for SCRAM-SHA-256-PLUS when the session is TLS."""
+    transport = stream.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    certificate = ssl_object.getpeercert(binary_form=True)
+    if not certificate:
+        return None
+    return ("tls-server-end-point", tls_server_end_point(certificate))
 
 
 @contextlib.asynccontextmanager
@@ -1279,4 +1395,3 @@ async def with_connection(
         ok = True
     finally:
         await _close_after_body(conn, ok)
-

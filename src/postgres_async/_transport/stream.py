@@ -188,7 +188,7 @@ async def _open_socket(
     address = config.address
     try:
         if isinstance(address, UnixAddress):
-            transport, stream = await loop.create_unix_connection(factory, address.path)
+            _, stream = await loop.create_unix_connection(factory, address.path)
         else:
             transport, stream = await loop.create_connection(factory, address.host, address.port)
     except OSError as exc:
@@ -250,11 +250,11 @@ async def _negotiate_ssl(config: ConnectConfig, stream: Stream, address: TcpAddr
         raise client_error(UNABLE_TO_CONNECT, f"SSL negotiation failed: {exc}") from None
     if tls_transport is None:
         raise client_error(UNABLE_TO_CONNECT, "SSL negotiation failed: connection closed")
-    stream.transport = cast(asyncio.Transport, tls_transport)
+    stream.transport = tls_transport
 
 
 async def send_cancel_request(
-    config: ConnectConfig, pid: int, secret: int, timeout: float = 5.0
+    config: ConnectConfig, pid: int, secret: int, bound: float = 5.0
 ) -> None:
     """Best effort: a CancelRequest on a fresh plain connection, then wait for the
     server to hang up, which is when the signal has reached the backend. Returning
@@ -262,15 +262,13 @@ async def send_cancel_request(
     """
     loop = asyncio.get_running_loop()
     address = config.address
-    transport: asyncio.BaseTransport | None = None
+    stream: Stream | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(bound):
             if isinstance(address, UnixAddress):
-                transport, stream = await loop.create_unix_connection(
-                    lambda: Stream(1024), address.path
-                )
+                _, stream = await loop.create_unix_connection(lambda: Stream(1024), address.path)
             else:
-                transport, stream = await loop.create_connection(
+                _, stream = await loop.create_connection(
                     lambda: Stream(1024), address.host, address.port
                 )
             stream.write(CancelRequest(pid, secret).encode())
@@ -278,8 +276,8 @@ async def send_cancel_request(
     except (OSError, TimeoutError) as exc:
         logger.warning("cancel request to %s failed: %s", describe_address(config), exc)
     finally:
-        if transport is not None:
-            transport.abort()
+        if stream is not None:
+            stream.abort()
 
 
 def set_keepalive(stream: Stream) -> None:

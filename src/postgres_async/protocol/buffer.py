@@ -120,7 +120,9 @@ class ReceiveBuffer:
         self._check_header(type_code, length)
         return type_code
 
-    def take_data_rows(self, column_count: int, limit: int = 1 << 30) -> list[tuple[str | None, ...]]:
+    def take_data_rows(
+        self, column_count: int, limit: int = 1 << 30
+    ) -> list[tuple[str | None, ...]]:
         """Decode every complete DataRow at the front of the buffer, up to ``limit``.
 
         Stops at the first message that is not a whole DataRow. Values are text decoded

@@ -38,6 +38,15 @@ NULL_LENGTH = -1
 
 __all__ = [
     "AUTH_NAMES",
+    "BACKEND_MESSAGES",
+    "BACKEND_TYPE_BYTES",
+    "CANCEL_REQUEST_CODE",
+    "FRONTEND_MESSAGES",
+    "GSSENC_REQUEST_CODE",
+    "MAX_PARAMETERS",
+    "NULL_LENGTH",
+    "PROTOCOL_VERSION_3_0",
+    "SSL_REQUEST_CODE",
     "AuthenticationCleartextPassword",
     "AuthenticationGSS",
     "AuthenticationGSSContinue",
@@ -50,13 +59,10 @@ __all__ = [
     "AuthenticationSASLFinal",
     "AuthenticationSCMCredential",
     "AuthenticationSSPI",
-    "BACKEND_MESSAGES",
-    "BACKEND_TYPE_BYTES",
     "BackendKeyData",
     "BackendMessage",
     "Bind",
     "BindComplete",
-    "CANCEL_REQUEST_CODE",
     "CancelRequest",
     "Close",
     "CloseComplete",
@@ -73,7 +79,6 @@ __all__ = [
     "EmptyQueryResponse",
     "ErrorResponse",
     "Execute",
-    "FRONTEND_MESSAGES",
     "Flush",
     "FrontendCopyData",
     "FrontendCopyDone",
@@ -81,15 +86,11 @@ __all__ = [
     "FunctionCall",
     "FunctionCallResponse",
     "GSSENCRequest",
-    "GSSENC_REQUEST_CODE",
     "GSSResponse",
-    "MAX_PARAMETERS",
-    "NULL_LENGTH",
     "NegotiateProtocolVersion",
     "NoData",
     "NoticeResponse",
     "NotificationResponse",
-    "PROTOCOL_VERSION_3_0",
     "ParameterDescription",
     "ParameterStatus",
     "Parse",
@@ -102,7 +103,6 @@ __all__ = [
     "SASLInitialResponse",
     "SASLResponse",
     "SSLRequest",
-    "SSL_REQUEST_CODE",
     "StartupMessage",
     "Sync",
     "Terminate",
@@ -989,7 +989,9 @@ class Parse(FrontendMessage):
         return cls(query, name, oids)
 
 
-def encode_bind_text(params: Sequence[bytes | None], portal: str = "", statement: str = "") -> bytes:
+def encode_bind_text(
+    params: Sequence[bytes | None], portal: str = "", statement: str = ""
+) -> bytes:
     """Bind with every parameter and every result column in text format."""
     if len(params) > MAX_PARAMETERS:
         raise ValueError(f"{len(params)} parameters given; the protocol allows {MAX_PARAMETERS}")
