@@ -54,7 +54,7 @@ def copy_rows(n: int) -> Iterator[tuple[int, str, str]]:
 
 
 def stream_sql(rows: int) -> str:
-    return f"SELECT {', '.join(STREAM_COLUMNS)} FROM {STREAM_TABLE} ORDER BY id LIMIT {rows}"
+    return f"SELECT {', '.join(STREAM_COLUMNS)} FROM {STREAM_TABLE} LIMIT {rows}"
 
 
 def postgres_async_has_binary_copy() -> bool:

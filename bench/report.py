@@ -302,10 +302,16 @@ def _method_md(meta: Json) -> str:
         "warm up (200 queries for 1, 4, 5; 20 notifications for 6; a 1,000-row query for "
         "2), then time the workload. Peak RSS is that process's `ru_maxrss` (for psql, "
         "`os.wait4`'s).",
-        "- (2) streams `SELECT id, name, label, amount, created FROM bench_rows ORDER BY id "
-        "LIMIT n` (int, text, text, numeric, timestamptz; the table is built before the "
-        "measurements); the callback counts the row and keeps nothing. postgres_async hands "
-        "the values over as str, asyncpg and psycopg convert them to Python types.",
+        "- (2) streams `SELECT id, name, label, amount, created FROM bench_rows LIMIT n` "
+        "(int, text, text, numeric, timestamptz; the table is built before the measurements"
+        + (
+            ", and loaded into shared buffers with pg_prewarm"
+            if meta.get("stream_table_prewarmed")
+            else ""
+        )
+        + "); the callback counts the row and "
+        "keeps nothing. postgres_async hands the values over as str, asyncpg and psycopg "
+        "convert them to Python types.",
         "- (3) copies rows `(i, 'name-i', 'label ... of the benchmark row')` built as a list "
         "of tuples before timing into an UNLOGGED table truncated before each measurement; "
         "psql reads the same rows from a TSV file written beforehand.",
