@@ -489,6 +489,26 @@ async def test_timeout_cancels_running_query(conn: pg.Connection) -> None:
     assert conn.status == pg.Open()
 
 
+async def test_timeout_cancels_running_query_with_another_queued(conn: pg.Connection) -> None:
+    # API.md: asyncio.timeout sends a CancelRequest. With another call queued (or
+    # pipelined) behind, the running statement must still be cancelled on the server,
+    # not run to its end while the next caller waits, and the next call keeps its result.
+    async def sleeper() -> list[Row]:
+        async with asyncio.timeout(0.2):
+            return await fetch(conn, "SELECT pg_sleep(5)")
+
+    start = time.monotonic()
+    timed_out = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    behind = asyncio.create_task(fetch(conn, "SELECT 'behind'"))
+    with pytest.raises(TimeoutError):
+        await timed_out
+    assert time.monotonic() - start < 1.5
+    assert await behind == [("behind",)]
+    assert time.monotonic() - start < 2.5, "the timed-out pg_sleep(5) ran to its end"
+    await assert_healthy(conn)
+
+
 async def test_timeout_while_rows_stream(conn: pg.Connection) -> None:
     handled = 0
 

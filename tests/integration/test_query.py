@@ -593,6 +593,27 @@ async def test_handle_columns_metadata(conn: pg.Connection) -> None:
     assert rows == [("1", "test string", "1")]
 
 
+async def test_same_sql_after_schema_change(conn: pg.Connection) -> None:
+    # Every query is parsed afresh (unnamed statement): a cached statement or row
+    # description must not outlive a change of the table behind the same SQL text.
+    sql = "SELECT * FROM s"
+    await conn.query_expect_no_data("CREATE TEMPORARY TABLE s (a int)")
+    await conn.query_expect_no_data("INSERT INTO s VALUES (1)")
+    assert await columns_of(conn, sql) == [("a", 23)]
+    assert await fetch_with_names(conn, sql) == ([("a",)], [("1",)])
+
+    await conn.query_expect_no_data("DROP TABLE s")
+    await conn.query_expect_no_data("CREATE TEMPORARY TABLE s (b text, c int8)")
+    await conn.query_expect_no_data("INSERT INTO s VALUES ('x', 2)")
+    assert await columns_of(conn, sql) == [("b", 25), ("c", 20)]
+    assert await fetch_with_names(conn, sql) == ([("b", "c")], [("x", "2")])
+
+    await conn.query_expect_no_data("DROP TABLE s")
+    with pytest.raises(pg.errors.UndefinedTable):
+        await fetch(conn, sql)
+    await assert_healthy(conn)
+
+
 async def test_handle_columns_raising_prevents_handle_row(conn: pg.Connection) -> None:
     boom = RuntimeError("Intentionally raising in handle_columns")
     rows_handled = 0
