@@ -82,9 +82,26 @@ def encode_parameters(
     texts: list[str | None] = []
     wire: list[bytes | None] = []
     for index, value in enumerate(parameters, 1):
-        text = to_text(value, f"parameter ${index}")
+        # The common types first, without building the error label unless needed.
+        kind = type(value)
+        if kind is str:
+            text: str | None = value  # type: ignore[assignment]
+        elif kind is int:
+            text = str(value)
+        else:
+            text = to_text(value, f"parameter ${index}")
         texts.append(text)
-        wire.append(None if text is None else encode_text(text, f"parameter ${index}"))
+        if text is None:
+            wire.append(None)
+        elif "\0" in text:
+            raise ValueError(f"parameter ${index} must not contain a NUL character")
+        else:
+            try:
+                wire.append(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"parameter ${index} is not encodable as UTF-8 (lone surrogate?)"
+                ) from None
     return tuple(texts), wire
 
 

@@ -130,6 +130,8 @@ class CommandComplete:
 
     @classmethod
     def parse(cls, raw: str) -> CommandComplete:
+        if not raw:
+            return cls("", None)  # the empty query
         head, sep, last = raw.rpartition(" ")
         if not sep or not last.isdigit():
             return cls(raw, None)
@@ -408,10 +410,16 @@ class Connection:
         try:
             while not self._paused:
                 op = inflight[0] if inflight else None
-                if op is not None and op.conversation.phase is QueryPhase.ROWS:
-                    rows = buffer.take_data_rows(len(op.column_names), ROW_BATCH)
-                    if rows:
-                        self._deliver_rows(op, rows)
+                if op is not None:
+                    phase = op.conversation.phase
+                    if phase is QueryPhase.ROWS:
+                        rows = buffer.take_data_rows(len(op.column_names), ROW_BATCH)
+                        if rows:
+                            self._deliver_rows(op, rows)
+                            continue
+                    elif phase is QueryPhase.PARSING and (
+                        op.conversation.take_parse_bind_complete(buffer)
+                    ):
                         continue
                 frame = buffer.next_frame()
                 if frame is None:
@@ -485,9 +493,12 @@ class Connection:
                 except Exception as exc:
                     op.user_exception = exc
         elif isinstance(event, Completed):
-            op.command = (
-                CommandComplete.parse(event.tag) if event.tag else CommandComplete("", None)
-            )
+            command = _COMMAND_TAGS.get(event.tag)
+            if command is None:
+                command = CommandComplete.parse(event.tag)
+                if len(_COMMAND_TAGS) < 4096:
+                    _COMMAND_TAGS[event.tag] = command
+            op.command = command
             if op.mode == _Mode.SIMPLE:
                 op.commands.append(op.command)
             elif op.mode in (_Mode.EXPECT_NO_DATA, _Mode.COPY_OUT) and op.rows_seen:
@@ -1103,6 +1114,8 @@ def _copy_data_frame(data: bytes) -> bytes:
     return b"d" + (len(data) + 4).to_bytes(4, "big") + data
 
 
+# Parsed completion tags ("SELECT 1", "INSERT 0 1", ...) recur; parse each once.
+_COMMAND_TAGS: dict[str, CommandComplete] = {}
 _DELIVERS_ROWS = frozenset((_Mode.QUERY, _Mode.SIMPLE))
 _SYNC = m.Sync().encode()
 _DESCRIBE_EXECUTE_SYNC = m.Describe("P").encode() + m.Execute().encode() + _SYNC

@@ -38,6 +38,16 @@ _EXACT_LENGTHS: dict[int, int] = {
     ord("K"): 12,
 }
 _DATA_ROW = ord("D")
+# (least, greatest) honest length field per type byte, for the one-lookup check in
+# next_frame; anything outside goes to _check_header, which says what is wrong.
+_LENGTH_BOUNDS: dict[int, tuple[int, int]] = {
+    code: (
+        (_EXACT_LENGTHS[code], _EXACT_LENGTHS[code])
+        if code in _EXACT_LENGTHS
+        else (4, (1 << 31) - 1 if code in _LONG_TYPES else SHORT_MESSAGE_LIMIT)
+    )
+    for code in BACKEND_TYPE_BYTES
+}
 
 
 class ReceiveBuffer:
@@ -101,13 +111,26 @@ class ReceiveBuffer:
             return None
         type_code = data[pos]
         (length,) = _INT32.unpack_from(data, pos + 1)
-        self._check_header(type_code, length)
+        bounds = _LENGTH_BOUNDS.get(type_code)
+        if (
+            bounds is None
+            or length < bounds[0]
+            or length > bounds[1]
+            or length >= self.max_message_length
+        ):
+            self._check_header(type_code, length)  # raises, naming what is wrong
         end = pos + 1 + length
         if end > len(data):
             return None
-        payload = bytes(data[pos + 5 : end])
         self._pos = end
-        return type_code, payload
+        return type_code, bytes(data[pos + 5 : end])
+
+    def skip(self, expected: bytes) -> bool:
+        """Consume ``expected`` if the buffer starts with exactly those bytes."""
+        if self._data.startswith(expected, self._pos):
+            self._pos += len(expected)
+            return True
+        return False
 
     def peek_type(self) -> int | None:
         """The type byte of the next message, if its header has arrived (and is sane)."""

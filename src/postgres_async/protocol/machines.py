@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._wire import protocol_violation
+from .buffer import ReceiveBuffer
 from .messages import (
     AuthenticationRequest,
     BackendKeyData,
@@ -45,6 +46,7 @@ _NO_DATA = ord("n")
 _COMMAND_COMPLETE = ord("C")
 _READY = ord("Z")
 _ROW_DESCRIPTION = ord("T")
+_PARSE_BIND_COMPLETE = b"1\0\0\0\x042\0\0\0\x04"
 _READY_STATUS = {s.value.encode("ascii"): s for s in TransactionStatus}
 
 
@@ -189,6 +191,14 @@ class QueryConversation:
         """The client sent CopyDone or CopyFail (and a Sync)."""
         if self.phase is QueryPhase.COPY_IN:
             self.phase = QueryPhase.COPY_IN_ENDED
+
+    def take_parse_bind_complete(self, buffer: ReceiveBuffer) -> bool:
+        """At the start, consume ParseComplete + BindComplete in one step if both are
+        already buffered (they always arrive together with what follows)."""
+        if self.phase is QueryPhase.PARSING and buffer.skip(_PARSE_BIND_COMPLETE):
+            self.phase = QueryPhase.DESCRIBING
+            return True
+        return False
 
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
         """``handle`` for a raw frame, with the replies every query gets taken without
@@ -345,6 +355,9 @@ class SimpleQueryConversation:
     def copy_in_ended(self) -> None:
         if self.phase is QueryPhase.COPY_IN:
             self.phase = QueryPhase.EXECUTING
+
+    def take_parse_bind_complete(self, buffer: ReceiveBuffer) -> bool:
+        return False  # the simple protocol has no Parse or Bind
 
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
         return self.handle(decode_backend(type_code, payload))

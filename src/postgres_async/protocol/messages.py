@@ -993,18 +993,24 @@ def encode_bind_text(
     params: Sequence[bytes | None], portal: str = "", statement: str = ""
 ) -> bytes:
     """Bind with every parameter and every result column in text format."""
-    if len(params) > MAX_PARAMETERS:
-        raise ValueError(f"{len(params)} parameters given; the protocol allows {MAX_PARAMETERS}")
-    parts = [cstr(portal, "portal name"), cstr(statement, "statement name")]
-    parts.append(b"\0\0" + pack_uint16(len(params)))
+    count = len(params)
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{count} parameters given; the protocol allows {MAX_PARAMETERS}")
+    if portal or statement:
+        head = cstr(portal, "portal name") + cstr(statement, "statement name")
+    else:
+        head = b"\0\0"
+    parts = [head + b"\0\0" + pack_uint16(count)]
+    append = parts.append
     for value in params:
         if value is None:
-            parts.append(b"\xff\xff\xff\xff")
+            append(b"\xff\xff\xff\xff")
         else:
-            parts.append(pack_int32(len(value)))
-            parts.append(value)
-    parts.append(b"\0\0")
-    return frame(b"B", b"".join(parts))
+            append(pack_int32(len(value)))
+            append(value)
+    append(b"\0\0")
+    body = b"".join(parts)
+    return b"B" + pack_int32(len(body) + 4) + body
 
 
 @dataclass(frozen=True, slots=True)
