@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import logging
 import warnings
+import weakref
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -1263,7 +1264,9 @@ async def _connect(config: ConnectConfig, phase: list[str]) -> Connection:
         await _login(stream, config, login, parameters)
         conn = Connection(stream, config, login)
         conn.runtime_parameters.update(parameters)
-        stream.listener = conn
+        # Weakly: an open socket must not keep a forgotten Connection alive, or its
+        # ResourceWarning (and the socket's release) would never come.
+        stream.listener = _WeakListener(conn)
         if stream.eof:
             conn.connection_lost(stream.lost_exc)
         else:
@@ -1272,6 +1275,25 @@ async def _connect(config: ConnectConfig, phase: list[str]) -> Connection:
     except BaseException:
         stream.abort()
         raise
+
+
+class _WeakListener:
+    """Forwards stream events to a Connection without keeping it alive."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._ref = weakref.ref(conn)
+
+    def data_arrived(self) -> None:
+        conn = self._ref()
+        if conn is not None:
+            conn.data_arrived()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        conn = self._ref()
+        if conn is not None:
+            conn.connection_lost(exc)
 
 
 async def _next_message(stream: Stream) -> m.BackendMessage:
