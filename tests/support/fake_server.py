@@ -86,6 +86,7 @@ DEFAULT_EXIT_TIMEOUT = 10.0
 MAX_FRONTEND_MESSAGE = 1 << 20
 _INT32 = struct.Struct("!i")
 _CLOSE_TIMEOUT = 1.0
+_ACCEPT_GRACE_ITERATIONS = 5
 
 
 class FakeServerError(AssertionError):
@@ -315,6 +316,7 @@ class FakeServer:
         self._changed = asyncio.Condition()
         self._tmpdir: str | None = None
         self._port: int | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------- addresses
     @property
@@ -406,14 +408,22 @@ class FakeServer:
     async def aclose(self) -> None:
         """Stop listening, end every script and close every connection."""
         server, self._server = self._server, None
+        self._closed = True
         if server is not None:
             server.close()
+            # A connection the kernel accepted just before the close is still being set
+            # up by asyncio; let it arrive so that it is closed too (_accept refuses it).
+            for _ in range(_ACCEPT_GRACE_ITERATIONS):
+                await asyncio.sleep(0)
         for task in self._tasks:
             task.cancel()
         for conn in self.connections:
             conn.writer.transport.abort()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in self.connections:
+            with contextlib.suppress(Exception):
+                await conn.writer.wait_closed()
         if server is not None:
             await server.wait_closed()
         if self._tmpdir is not None:
@@ -423,6 +433,10 @@ class FakeServer:
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = ServerConnection(len(self.connections), reader, writer)
         self.connections.append(conn)
+        if self._closed:
+            conn.done.set()
+            writer.transport.abort()
+            return
         self.client_connected.set()
         self._tasks.append(asyncio.get_running_loop().create_task(self._serve(conn)))
 
