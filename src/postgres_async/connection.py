@@ -77,7 +77,7 @@ from .protocol.machines import (
     ServerError,
     SimpleQueryConversation,
 )
-from .protocol.messages import ColumnMetadata
+from .protocol.messages import ColumnMetadata, TransactionStatus
 
 logger = logging.getLogger("postgres_async")
 
@@ -229,6 +229,12 @@ class _Operation:
     copy_feed: Any = None
     copy_feeder: asyncio.Task[None] | None = None
     copy_in_finished = False
+    # Pipelined behind an operation we sent a CancelRequest for: the cancel may land
+    # on this one instead, which is then repeated (see Connection._send_cancel_for).
+    exposed_to_cancel = False
+    retry = False
+    columns_delivered = False
+    tx_before: TransactionStatus = TransactionStatus.IDLE
     copy_stop: asyncio.Future[None] | None = None
 
     def __init__(
@@ -289,6 +295,7 @@ class Connection:
         self._close_timer: asyncio.TimerHandle | None = None
         self._listeners: dict[str, list[NotificationCallback]] = {}
         self._parse_cache: dict[str, bytes] = {}
+        self._tx_status = TransactionStatus.IDLE
         self.runtime_parameters: dict[str, str] = {}
         key = login.backend_key
         self.backend_pid: int | None = key[0] if key else None
@@ -488,7 +495,13 @@ class Connection:
     def _on_event(self, op: _Operation, event: QueryEvent) -> None:
         if isinstance(event, RowsStart):
             op.column_names = event.names
-            if op.mode in _DELIVERS_ROWS and op.handle_columns is not None and op.callbacks_live:
+            if (
+                op.mode in _DELIVERS_ROWS
+                and op.handle_columns is not None
+                and op.callbacks_live
+                and not op.columns_delivered
+            ):
+                op.columns_delivered = True
                 try:
                     op.handle_columns(event.columns)
                 except Exception as exc:
@@ -524,6 +537,9 @@ class Connection:
             if op.mode == _Mode.COPY_OUT and op.callbacks_live:
                 self._deliver_copy_data(op, event.data)
         elif isinstance(event, ServerError):
+            if op.exposed_to_cancel and _hit_by_our_cancel(op, event):
+                op.retry = True  # our stray cancel: run it again, as if untouched
+                return
             error = PgasyncError.from_fields(event.fields, phase=event.phase)
             op.set_error(error)
             if op.conversation.phase is QueryPhase.AWAIT_READY and op.copy_feeder is not None:
@@ -533,6 +549,7 @@ class Connection:
                     op.copy_in_finished = True
                     self._write(m.Sync().encode())
         elif isinstance(event, Ready):
+            self._tx_status = event.status
             self._finish(op)
 
     def _copy_in_started(self, op: _Operation) -> None:
@@ -646,12 +663,24 @@ class Connection:
     def _finish(self, op: _Operation) -> None:
         self._inflight.popleft()
         self._stop_copy_feeder(op)
-        self._settle(op)
+        if op.retry:
+            self._requeue(op)
+        else:
+            self._settle(op)
         if self._inflight:
             head = self._inflight[0]
+            head.tx_before = self._tx_status
             if head.cancel_requested:
                 self._send_cancel_for(head)
         self._send_next()
+
+    def _requeue(self, op: _Operation) -> None:
+        """Send ``op`` again, first of all those not yet written."""
+        op.retry = False
+        op.exposed_to_cancel = False
+        op.sent = False
+        op.conversation = QueryConversation()
+        self._waiting.appendleft(op)
 
     def _settle(self, op: _Operation) -> None:
         op.finished = True
@@ -716,6 +745,7 @@ class Connection:
             else:
                 waiting.popleft()
                 op.sent = True
+                op.tx_before = self._tx_status
                 inflight.append(op)
                 self._write(op.wire)
         if inflight:
@@ -729,14 +759,26 @@ class Connection:
         self._send_next()
 
     def _send_cancel_for(self, op: _Operation) -> None:
-        """A CancelRequest stops whatever the backend runs, so it is sent only while
-        ``op`` is the one and only operation on the wire; an operation with pipelined
-        ones behind it is drained instead (or cancelled once it is alone)."""
+        """Send a CancelRequest for ``op`` if it is the one the server is running.
+
+        A CancelRequest stops whatever the backend runs when it lands. With pipelined
+        operations behind ``op``, ``op`` may finish first and the cancel hit the next
+        one. That next one then fails with 57014 "user request" before producing a row;
+        it started outside any transaction block, so the error rolled it back whole and
+        it is simply sent again. Inside a transaction block a stray cancel could not be
+        undone, so there ``op`` is drained instead of cancelled.
+        """
         inflight = self._inflight
-        if op.cancel_sent or len(inflight) != 1 or inflight[0] is not op:
+        if op.cancel_sent or not inflight or inflight[0] is not op:
             return
         if self._secret is None or self.backend_pid is None:
             return
+        if len(inflight) > 1:
+            if op.tx_before is not TransactionStatus.IDLE:
+                return
+            for later in inflight:
+                if later is not op:
+                    later.exposed_to_cancel = True
         op.cancel_sent = True
         self._start_cancel_request()
 
@@ -1093,6 +1135,19 @@ async def _wait_either(awaitable: Awaitable[Any], stop: asyncio.Future[None]) ->
         future.result()
     elif inspect.iscoroutine(awaitable):
         future.cancel()  # our own wrapper task, not the caller's future
+
+
+def _hit_by_our_cancel(op: _Operation, event: ServerError) -> bool:
+    """Whether ``event`` is a stray CancelRequest of ours that can be undone by
+    running ``op`` again: it failed with query_canceled at user request, before any
+    row, having started outside a transaction block (so the error rolled it back)."""
+    return (
+        event.fields.get("C") == QUERY_CANCELED
+        and "user request" in event.fields.get("M", "")
+        and op.tx_before is TransactionStatus.IDLE
+        and op.rows_seen == 0
+        and op.mode in (_Mode.QUERY, _Mode.EXPECT_NO_DATA)
+    )
 
 
 def _ignore_row(_names: tuple[str, ...], _values: tuple[str | None, ...]) -> None:

@@ -1,0 +1,115 @@
+"""Pipelined operations and cancellation: a cancel must only ever stop its own statement.
+
+A CancelRequest stops whatever the backend is running when it lands. With pipelining,
+the statement it was meant for may already have finished and the next one started, so
+these tests make that race happen many times and assert that no other statement ever
+sees the cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import pytest
+
+import postgres_async as pg
+
+
+async def _values(conn: pg.Connection, sql: str, params: list[object] | None = None) -> list[str]:
+    out: list[str] = []
+
+    def row(_names: tuple[str, ...], values: tuple[str | None, ...]) -> None:
+        assert values[0] is not None
+        out.append(values[0])
+
+    await conn.query(sql, params, handle_row=row)
+    return out
+
+
+async def test_stray_cancels_never_hit_pipelined_neighbours(server_kwargs: dict[str, Any]) -> None:
+    # The head sleeps briefly and is timed out around when it ends, while five slower
+    # statements wait behind it on the wire: the cancel often arrives after the head
+    # has finished, while a neighbour runs. Every neighbour must still succeed.
+    rng = random.Random(1234)
+    timeouts = {"fired": 0, "missed": 0}
+    async with pg.with_connection(**server_kwargs) as conn:
+        for _ in range(250):
+            limit = rng.choice([0.0002, 0.0004, 0.0007, 0.001, 0.002])
+
+            async def head(limit: float = limit) -> None:
+                try:
+                    async with asyncio.timeout(limit):
+                        await conn.query("SELECT pg_sleep(0.0004)", handle_row=lambda _n, _v: None)
+                    timeouts["missed"] += 1
+                except TimeoutError:
+                    timeouts["fired"] += 1
+
+            async def neighbour(i: int) -> list[str]:
+                return await _values(conn, "SELECT $1::int, pg_sleep(0.002)", [i])
+
+            results = await asyncio.gather(head(), *(neighbour(i) for i in range(5)))
+            assert results[1:] == [[str(i)] for i in range(5)]
+        assert conn.status == pg.Open()
+        assert await _values(conn, "SELECT 1") == ["1"]
+    assert timeouts["fired"] > 100  # the race was really exercised
+
+
+async def test_timeout_with_queued_query_cancels_on_the_server(
+    server_kwargs: dict[str, Any],
+) -> None:
+    async with pg.with_connection(**server_kwargs) as conn:
+        started = time.monotonic()
+
+        async def slow() -> None:
+            async with asyncio.timeout(0.2):
+                await conn.query("SELECT pg_sleep(5)", handle_row=lambda _n, _v: None)
+
+        slow_task = asyncio.ensure_future(slow())
+        await asyncio.sleep(0)  # the slow query is written first
+        behind = asyncio.ensure_future(_values(conn, "SELECT 'behind'"))
+        with pytest.raises(TimeoutError):
+            await slow_task
+        assert await behind == ["behind"]
+        assert time.monotonic() - started < 2.5  # the sleep was cancelled, not waited out
+
+
+async def test_inside_a_transaction_a_timed_out_head_is_drained_not_cancelled(
+    server_kwargs: dict[str, Any],
+) -> None:
+    # A stray cancel inside a transaction block could not be undone, so with a
+    # neighbour pipelined behind it the head runs to its end instead.
+    async with pg.with_connection(**server_kwargs) as conn:
+        await conn.query_expect_no_data("BEGIN")
+        started = time.monotonic()
+
+        async def head() -> None:
+            async with asyncio.timeout(0.05):
+                await conn.query("SELECT pg_sleep(0.4)", handle_row=lambda _n, _v: None)
+
+        head_task = asyncio.ensure_future(head())
+        neighbour = asyncio.ensure_future(_values(conn, "SELECT 'still in the transaction'"))
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            await head_task
+        assert await neighbour == ["still in the transaction"]
+        assert time.monotonic() - started >= 0.35
+        await conn.query_expect_no_data("COMMIT")
+        assert await _values(conn, "SELECT 2") == ["2"]
+
+
+async def test_pipelined_errors_stay_with_their_own_query(server_kwargs: dict[str, Any]) -> None:
+    async with pg.with_connection(**server_kwargs) as conn:
+
+        async def one(i: int) -> str:
+            try:
+                values = await _values(conn, "SELECT 10 / $1::int", [i % 3])
+            except pg.errors.DivisionByZero:
+                return "division by zero"
+            return values[0]
+
+        results = await asyncio.gather(*(one(i) for i in range(60)))
+        expected = ["division by zero" if i % 3 == 0 else str(10 // (i % 3)) for i in range(60)]
+        assert results == expected
