@@ -87,11 +87,6 @@ def test_whole_core_imports_no_io_module() -> None:
     assert not [m for m in report["own"] if m.startswith(FORBIDDEN_OWN)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="postgres_async/__init__.py imports .connection (asyncio, ssl, socket) eagerly, "
-    "so `import postgres_async.protocol` pays for them; needs lazy top-level attributes",
-)
 def test_importing_protocol_through_the_package_imports_no_io_module() -> None:
     assert run_python(_WHOLE_PACKAGE.format(forbidden=FORBIDDEN)) == []
 
