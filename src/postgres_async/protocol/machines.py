@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._wire import protocol_violation
 from .buffer import ReceiveBuffer
@@ -102,7 +102,7 @@ class AuthRequested:
 @dataclass(frozen=True, slots=True)
 class KeyReceived:
     pid: int
-    secret: int
+    secret: int = field(repr=False)
 
 
 QueryEvent = RowsStart | Completed | CopyInStart | CopyOutStart | CopyOutData | ServerError | Ready

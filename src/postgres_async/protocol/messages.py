@@ -364,7 +364,7 @@ class BackendKeyData(BackendMessage):
     NAME = "BackendKeyData"
     # The pid stays a plain int: poolers such as pgbouncer send arbitrary values.
     pid: int
-    secret: int
+    secret: int = field(repr=False)  # lets anyone cancel this session's queries
 
     def encode(self) -> bytes:
         return frame(self.TYPE, pack_int32(self.pid) + pack_int32(self.secret))
@@ -855,7 +855,7 @@ class CancelRequest(FrontendMessage):
     TYPE = b""
     NAME = "CancelRequest"
     pid: int
-    secret: int
+    secret: int = field(repr=False)  # lets anyone cancel this session's queries
 
     def encode(self) -> bytes:
         body = pack_int32(CANCEL_REQUEST_CODE) + pack_int32(self.pid) + pack_int32(self.secret)
