@@ -443,6 +443,13 @@ class Connection:
                 if event is not None:
                     self._on_event(op, event)
         except PgasyncError as error:
+            if self._terminate_sent and not self._inflight:
+                # After Terminate only EOF may come; say that, whatever the bytes were.
+                error = client_error(
+                    CONNECTION_EXCEPTION,
+                    f"close: EOF expected, but got {buffer.unconsumed()[:129]!r}",
+                    original_error=error,
+                )
             self._fail(error)
 
     def _unsolicited(self, message: m.BackendMessage) -> None:

@@ -188,13 +188,15 @@ async def _open_socket(
     address = config.address
     try:
         if isinstance(address, UnixAddress):
-            _, stream = await loop.create_unix_connection(factory, address.path)
+            transport, stream = await loop.create_unix_connection(factory, address.path)
         else:
             transport, stream = await loop.create_connection(factory, address.host, address.port)
     except OSError as exc:
+        # asyncio rewrites strerror ("Connect call failed ..."); the OS's words say why.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise client_error(
             UNABLE_TO_CONNECT,
-            f"could not connect to server at {describe_address(config)}: {exc.strerror or exc}",
+            f"could not connect to server at {describe_address(config)}: {reason}",
         ) from None
     return transport, stream
 
