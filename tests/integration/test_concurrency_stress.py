@@ -1,0 +1,615 @@
+"""Cancellation and concurrency under stress: nothing stale, nothing lost, no hang.
+
+Issue 3, "Concurrency". What API.md promises and these tests hold the client to:
+* cancelling the awaiting task (or ``asyncio.timeout``) sends a CancelRequest, drains to
+  ReadyForQuery and leaves the connection usable, and a cancel never hits a later
+  statement: 500 rounds of a tiny timeout on ``pg_sleep`` each followed by a query never
+  see 57014 or another statement's result;
+* a task cancelled while its ``pushback`` or its COPY ``feed_data`` waits gets its
+  CancelledError at once, nothing of a cancelled COPY is committed, the next query works
+  and nothing (task, socket) is left behind;
+* a cancelled ``close()`` still ends with the connection closed or failed; ``close()``
+  with a query in flight is bounded (about 1 s) and the query gets a PgasyncError;
+* concurrent calls are served first come, first served, each with its own outcome, even
+  pipelined and with server errors among them; cancelling a pipelined call that is not
+  at the head affects it alone; a pushback holds the calls queued behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import postgres_async as pg
+
+Row = tuple[str | None, ...]
+
+
+# ------------------------------------------------------------------------------ helpers
+def ignore_row(_names: tuple[str, ...], _values: Row) -> None:
+    pass
+
+
+async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
+    rows: list[Row] = []
+
+    def handle_row(_names: tuple[str, ...], values: Row) -> None:
+        rows.append(values)
+
+    await conn.query(sql, params, handle_row=handle_row)
+    return rows
+
+
+async def assert_usable(conn: pg.Connection) -> None:
+    assert conn.status == pg.Open()
+    assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
+
+
+async def close_quietly(conn: pg.Connection) -> None:
+    was_open = isinstance(conn.status, pg.Open)
+    try:
+        await conn.close()
+    except pg.PgasyncError:
+        if was_open:
+            raise
+
+
+@pytest_asyncio.fixture
+async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
+    connection = await pg.connect(**server_kwargs)
+    try:
+        yield connection
+    finally:
+        await close_quietly(connection)
+
+
+@pytest_asyncio.fixture
+async def observer(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
+    """A second connection, to look at the first from the server's side."""
+    connection = await pg.connect(**server_kwargs)
+    try:
+        yield connection
+    finally:
+        await close_quietly(connection)
+
+
+def open_sockets() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def other_tasks() -> set[asyncio.Task[Any]]:
+    current = asyncio.current_task()
+    return {task for task in asyncio.all_tasks() if task is not current}
+
+
+async def settle_tasks(before: set[asyncio.Task[Any]], within: float = 2.0) -> None:
+    """Wait (bounded) until no task started since ``before`` is pending, else fail."""
+    deadline = time.monotonic() + within
+    while True:
+        leftover = other_tasks() - before
+        if not leftover:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"tasks left behind: {leftover!r}")
+        await asyncio.sleep(0.01)
+
+
+async def wait_for_state(
+    observer: pg.Connection, pid: int | None, pattern: str, within: float = 5.0
+) -> None:
+    """Until backend ``pid`` is active on a statement matching LIKE ``pattern``."""
+    assert pid is not None
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE pid = $1 AND state = 'active' AND query LIKE $2"
+    )
+    async with asyncio.timeout(within):
+        # Polling another server process: there is no event to wait for.
+        while await fetch(observer, sql, [pid, pattern]) != [("1",)]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def finished_within(task: asyncio.Task[Any], seconds: float) -> None:
+    """``task`` is done after at most ``seconds`` (its outcome is not looked at)."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    assert task in done, f"{task!r} still running after {seconds} s"
+
+
+# ------------------------------------------------------------------ tiny timeouts x500
+async def test_tiny_timeouts_never_leave_a_stale_cancel(conn: pg.Connection) -> None:
+    """500 rounds: ``pg_sleep(0.05)`` under a 1-10 ms timeout, then a query that must
+    give its own answer (never 57014 from a late CancelRequest, never another result)."""
+    timeouts = 0
+    started = time.monotonic()
+    async with asyncio.timeout(60):
+        for i in range(500):
+            # 1..10 ms, in a pattern that is not a multiple of anything else here.
+            limit = 0.001 + ((i * 7) % 10) * 0.001
+            try:
+                async with asyncio.timeout(limit):
+                    await conn.query("SELECT pg_sleep(0.05)", handle_row=ignore_row)
+            except TimeoutError:
+                timeouts += 1
+            try:
+                rows = await fetch(conn, "SELECT $1::int, 'round'", [i])
+            except pg.PgasyncError as exc:
+                pytest.fail(f"round {i} (timeout {limit * 1000:.0f} ms): {exc}")
+            assert rows == [(str(i), "round")], f"round {i}: {rows!r}"
+            assert conn.status == pg.Open()
+    assert timeouts == 500
+    assert time.monotonic() - started < 60
+
+
+async def test_tiny_timeouts_with_a_query_queued_behind(conn: pg.Connection) -> None:
+    """The same with the follow-up query already queued when the timeout fires."""
+    async with asyncio.timeout(60):
+        for i in range(200):
+            limit = 0.001 + (i % 10) * 0.001
+            follow = asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i]))
+            try:
+                async with asyncio.timeout(limit):
+                    await conn.query("SELECT pg_sleep(0.05)", handle_row=ignore_row)
+            except TimeoutError:
+                pass
+            else:
+                pytest.fail("pg_sleep(0.05) finished within 10 ms")
+            # The slow statement went out first with the follow-up pipelined behind it;
+            # the follow-up must get its own answer, not 57014.
+            assert await follow == [(str(i),)], f"round {i}"
+            assert await fetch(conn, "SELECT $1::int + 1", [i]) == [(str(i + 1),)]
+
+
+async def test_timeout_after_follow_up_is_queued(conn: pg.Connection) -> None:
+    """A timeout on a statement that has another one queued behind it (not yet sent)."""
+    async with asyncio.timeout(60):
+        for i in range(100):
+            slow = asyncio.ensure_future(conn.query("SELECT pg_sleep(0.05)", handle_row=ignore_row))
+            await asyncio.sleep(0)  # slow is in flight first
+            follow = asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i]))
+            await asyncio.sleep(0.001 + (i % 10) * 0.001)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            try:
+                assert await follow == [(str(i),)], f"round {i}"
+            except pg.PgasyncError as exc:
+                pytest.fail(f"round {i}: the follow-up query failed: {exc}")
+
+
+# -------------------------------------------------------------- cancel during pushback
+@pytest.mark.parametrize("kind", ["future", "coroutine"])
+async def test_cancel_during_pushback(conn: pg.Connection, kind: str) -> None:
+    """handle_row's pushback blocks; cancelling the task raises at once, the connection
+    goes on with correct results, and the client leaves no task behind."""
+    loop = asyncio.get_running_loop()
+    blocked = asyncio.Event()
+    gate: asyncio.Future[None] = loop.create_future()
+    never = asyncio.Event()
+    seen: list[int] = []
+    before = other_tasks()
+
+    def handle_row(_names: tuple[str, ...], values: Row) -> None:
+        assert values[0] is not None
+        seen.append(int(values[0]))
+
+    async def block_forever() -> None:
+        await never.wait()
+
+    def pushback() -> Awaitable[None] | None:
+        if len(seen) == 100:
+            blocked.set()
+            return gate if kind == "future" else block_forever()
+        return None
+
+    task = asyncio.ensure_future(
+        conn.query(
+            "SELECT g, repeat('x', 1000) FROM generate_series(1, 200000) g",
+            handle_row=handle_row,
+            pushback=pushback,
+        )
+    )
+    async with asyncio.timeout(10):
+        await blocked.wait()
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        assert seen == list(range(1, 101))
+        cancelled_at = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - cancelled_at < 0.1
+        assert seen == list(range(1, 101)), "handle_row ran after the cancel"
+        rows = await fetch(conn, "SELECT g FROM generate_series(1, 5) g")
+        assert rows == [(str(g),) for g in range(1, 6)]
+        await assert_usable(conn)
+        # The client dropped what it awaited for us; our own future we settle ourselves.
+        await settle_tasks(before)
+    gate.cancel()
+
+
+async def test_cancel_during_pushback_with_queued_queries(conn: pg.Connection) -> None:
+    """Queries queued behind a blocked pushback get their own results after the cancel."""
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    blocked = asyncio.Event()
+    count = 0
+
+    def handle_row(_names: tuple[str, ...], _values: Row) -> None:
+        nonlocal count
+        count += 1
+
+    def pushback() -> Awaitable[None] | None:
+        if count == 10:
+            blocked.set()
+            return gate
+        return None
+
+    async with asyncio.timeout(10):
+        task = asyncio.ensure_future(
+            conn.query(
+                "SELECT g FROM generate_series(1, 100000) g",
+                handle_row=handle_row,
+                pushback=pushback,
+            )
+        )
+        await blocked.wait()
+        queued = [asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i])) for i in range(20)]
+        await asyncio.sleep(0.05)
+        assert not any(q.done() for q in queued)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        results = await asyncio.gather(*queued)
+        assert results == [[(str(i),)] for i in range(20)]
+        await assert_usable(conn)
+    gate.cancel()
+
+
+# ---------------------------------------------------------------- cancel during COPY IN
+def feed_variants(rows: int, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """feed_data forms that send ``rows`` rows and then wait forever."""
+    never: asyncio.Future[None] = loop.create_future()
+    gate = asyncio.Event()
+
+    def wait_future() -> Callable[[], object]:
+        sent = 0
+
+        def feed() -> object:
+            nonlocal sent
+            if sent < rows:
+                sent += 1
+                return pg.Data([str(sent)])
+            return pg.Wait(never)
+
+        return feed
+
+    def wait_coroutine() -> Callable[[], object]:
+        sent = 0
+
+        def feed() -> object:
+            nonlocal sent
+            if sent < rows:
+                sent += 1
+                return pg.Data([str(sent)])
+            return pg.Wait(gate.wait())
+
+        return feed
+
+    def async_callable() -> Callable[[], Awaitable[object]]:
+        sent = 0
+
+        async def feed() -> object:
+            nonlocal sent
+            if sent < rows:
+                sent += 1
+                return pg.Data([str(sent)])
+            await gate.wait()
+            return pg.Finished()
+
+        return feed
+
+    async def async_iterator() -> AsyncIterator[list[str]]:
+        for i in range(1, rows + 1):
+            yield [str(i)]
+        await gate.wait()
+
+    return {
+        "wait_future": wait_future(),
+        "wait_coroutine": wait_coroutine(),
+        "async_callable": async_callable(),
+        "async_iterator": async_iterator(),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["wait_future", "wait_coroutine", "async_callable", "async_iterator"]
+)
+async def test_cancel_during_copy_in(
+    conn: pg.Connection, observer: pg.Connection, kind: str
+) -> None:
+    table = f"stress_copy_{uuid.uuid4().hex[:12]}"
+    await conn.query_expect_no_data(f"CREATE TABLE {table} (a int)")
+    loop = asyncio.get_running_loop()
+    before = other_tasks()
+    try:
+        feed = feed_variants(5000, loop)[kind]
+        task = asyncio.ensure_future(conn.copy_in_rows(table, ["a"], feed_data=feed))
+        async with asyncio.timeout(15):
+            await wait_for_state(observer, conn.backend_pid, "COPY%")
+            await asyncio.sleep(0.2)  # the feeder has sent its rows and now waits
+            assert not task.done()
+            cancelled_at = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - cancelled_at < 0.1
+            assert await fetch(conn, f"SELECT count(*) FROM {table}") == [("0",)]
+            assert await fetch(observer, f"SELECT count(*) FROM {table}") == [("0",)]
+            await assert_usable(conn)
+            # A COPY after the cancelled one works.
+            done = await conn.copy_in_rows(table, ["a"], feed_data=[["7"], ["8"]])
+            assert done == pg.CommandComplete("COPY", 2)
+            await settle_tasks(before)
+    finally:
+        await observer.query_expect_no_data(f"DROP TABLE IF EXISTS {table}")
+
+
+# ------------------------------------------------------------------ cancel during close
+async def test_cancel_during_close_with_query_in_flight(
+    server_kwargs: dict[str, Any],
+) -> None:
+    """close() waits for the in-flight query; cancelling it must not leave the
+    connection half-closed: it still ends closed (or failed), nothing is left open."""
+    sockets_before = open_sockets()
+    before = other_tasks()
+    conn = await pg.connect(**server_kwargs)
+    async with asyncio.timeout(10):
+        query = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(0.5), 'done'"))
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(conn.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        # The query either finished (the close waited for it) or learnt of the failure.
+        with contextlib.suppress(pg.PgasyncError):
+            assert await query == [("", "done")]
+        with contextlib.suppress(pg.PgasyncError):
+            await conn.close_finished()
+        assert isinstance(conn.status, pg.ClosedGracefully | pg.Failed)
+        if isinstance(conn.status, pg.Failed):
+            assert conn.status.resources_released
+        await settle_tasks(before)
+    assert open_sockets() == sockets_before
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 5])
+async def test_cancel_during_close_of_idle_connection(
+    server_kwargs: dict[str, Any], steps: int
+) -> None:
+    """Cancelled after ``steps`` loop iterations of close(): still ends closed."""
+    sockets_before = open_sockets()
+    before = other_tasks()
+    conn = await pg.connect(**server_kwargs)
+    async with asyncio.timeout(10):
+        closing = asyncio.ensure_future(conn.close())
+        await asyncio.sleep(0)  # close() has started: Terminate is written
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        with contextlib.suppress(pg.PgasyncError):
+            await asyncio.wait_for(conn.close_finished(), 2)
+        assert isinstance(conn.status, pg.ClosedGracefully | pg.Failed), conn.status
+        # close() again gives the same final outcome, at once.
+        again = asyncio.ensure_future(conn.close())
+        await finished_within(again, 0.1)
+        if isinstance(conn.status, pg.ClosedGracefully):
+            again.result()
+        else:
+            with pytest.raises(pg.PgasyncError):
+                again.result()
+        await settle_tasks(before)
+    assert open_sockets() == sockets_before
+
+
+# --------------------------------------------------------- close with a query in flight
+async def test_close_with_query_in_flight_is_bounded(server_kwargs: dict[str, Any]) -> None:
+    sockets_before = open_sockets()
+    conn = await pg.connect(**server_kwargs)
+    async with asyncio.timeout(10):
+        query = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        closing = asyncio.ensure_future(conn.close())
+        await finished_within(closing, 1.5)
+        assert time.monotonic() - started < 1.5
+        await finished_within(query, 0.1)
+        error = query.exception()
+        assert isinstance(error, pg.PgasyncError), repr(error)
+        assert error.postgres_error_code is not None
+        assert str(error)
+        # close() raised (the teardown was not graceful) or returned: either way final.
+        if closing.exception() is not None:
+            assert isinstance(closing.exception(), pg.PgasyncError)
+        assert isinstance(conn.status, pg.ClosedGracefully | pg.Failed)
+        with pytest.raises(pg.PgasyncError, match=r"closed by user|previously-failed"):
+            await fetch(conn, "SELECT 1")
+    assert open_sockets() == sockets_before
+
+
+async def test_close_with_queued_queries(server_kwargs: dict[str, Any]) -> None:
+    """A query in flight and more queued behind it: every one gets a clear outcome."""
+    conn = await pg.connect(**server_kwargs)
+    async with asyncio.timeout(10):
+        running = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(5)"))
+        queued = [asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i])) for i in range(5)]
+        await asyncio.sleep(0.1)
+        closing = asyncio.ensure_future(conn.close())
+        await finished_within(closing, 1.5)
+        await asyncio.wait([running, *queued], timeout=0.5)
+        for task in [running, *queued]:
+            assert task.done()
+            if task.exception() is None:
+                continue  # a query pipelined before close() may have been answered
+            assert isinstance(task.exception(), pg.PgasyncError), repr(task.exception())
+        if closing.exception() is not None:
+            assert isinstance(closing.exception(), pg.PgasyncError)
+
+
+async def test_close_with_cancel_before_close(server_kwargs: dict[str, Any]) -> None:
+    """try_cancel_statement_before_close: the statement is cancelled (57014) and the
+    close is graceful, well within the bound."""
+    conn = await pg.connect(**server_kwargs)
+    async with asyncio.timeout(10):
+        query = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.1)
+        closing = asyncio.ensure_future(conn.close(try_cancel_statement_before_close=True))
+        await finished_within(closing, 1.5)
+        await finished_within(query, 0.1)
+        error = query.exception()
+        assert isinstance(error, pg.PgasyncError)
+        assert error.postgres_error_code == "57014"
+        assert closing.exception() is None
+        assert conn.status == pg.ClosedGracefully()
+
+
+# ---------------------------------------------------------------------- pipelining
+async def test_pipelined_tasks_each_see_their_own_outcome(conn: pg.Connection) -> None:
+    """10 tasks x 200 queries on one connection; every 7th query divides by zero."""
+
+    async def worker(task_id: int) -> list[str]:
+        outcomes: list[str] = []
+        for i in range(200):
+            divisor = 0 if i % 7 == 0 else 1
+            try:
+                rows = await fetch(
+                    conn,
+                    "SELECT $1::int, $2::int, 100 / $3::int",
+                    [task_id, i, divisor],
+                )
+            except pg.PgasyncError as exc:
+                outcomes.append(f"{task_id}:{i}:{exc.postgres_error_code}")
+            else:
+                assert rows == [(str(task_id), str(i), "100")], rows
+                outcomes.append(f"{task_id}:{i}:ok")
+        return outcomes
+
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(*(worker(t) for t in range(10)))
+    for task_id, outcomes in enumerate(results):
+        expected = [f"{task_id}:{i}:{'22012' if i % 7 == 0 else 'ok'}" for i in range(200)]
+        assert outcomes == expected
+    await assert_usable(conn)
+
+
+async def test_deep_pipeline_completes_in_submission_order(conn: pg.Connection) -> None:
+    """2000 queries submitted at once: outcomes match, completions come in order."""
+    completed: list[int] = []
+
+    async def one(i: int) -> str:
+        try:
+            rows = await fetch(conn, "SELECT $1::int, 10 / $2::int", [i, 0 if i % 7 == 0 else 2])
+        except pg.PgasyncError as exc:
+            completed.append(i)
+            return str(exc.postgres_error_code)
+        completed.append(i)
+        assert rows == [(str(i), "5")]
+        return "ok"
+
+    async with asyncio.timeout(30):
+        results = await asyncio.gather(*(one(i) for i in range(2000)))
+    assert results == ["22012" if i % 7 == 0 else "ok" for i in range(2000)]
+    assert completed == list(range(2000))
+    await assert_usable(conn)
+
+
+async def test_cancel_one_pipelined_query_not_at_head(conn: pg.Connection) -> None:
+    """Four pg_sleep queries pipelined; the second is cancelled while the first runs.
+    Only it is affected: a stray CancelRequest would give another one 57014."""
+    async with asyncio.timeout(10):
+        tasks = [
+            asyncio.ensure_future(fetch(conn, f"SELECT pg_sleep(0.2), '{name}'")) for name in "abcd"
+        ]
+        await asyncio.sleep(0.05)  # all four are written; "a" is running
+        tasks[1].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[0] == [("", "a")]
+    assert results[2] == [("", "c")]
+    assert results[3] == [("", "d")]
+    await assert_usable(conn)
+
+
+async def test_cancel_many_pipelined_queries(conn: pg.Connection) -> None:
+    """Every third of 60 pipelined queries cancelled at once: the others are intact."""
+    async with asyncio.timeout(20):
+        tasks = [
+            asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(0.01), $1::int", [i]))
+            for i in range(60)
+        ]
+        await asyncio.sleep(0.005)
+        for i in range(1, 60, 3):
+            tasks[i].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 3 == 1:
+            # Cancelled, unless it had already completed when cancel() was called.
+            assert isinstance(result, asyncio.CancelledError) or result == [("", str(i))]
+        else:
+            assert result == [("", str(i))], f"query {i}: {result!r}"
+    await assert_usable(conn)
+
+
+async def test_pushback_of_one_pipelined_query_holds_the_others(conn: pg.Connection) -> None:
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    blocked = asyncio.Event()
+    seen: list[int] = []
+
+    def handle_row(_names: tuple[str, ...], values: Row) -> None:
+        assert values[0] is not None
+        seen.append(int(values[0]))
+
+    def pushback() -> Awaitable[None] | None:
+        if len(seen) == 100:
+            blocked.set()
+            return gate
+        return None
+
+    async with asyncio.timeout(15):
+        head = asyncio.ensure_future(
+            conn.query(
+                "SELECT g FROM generate_series(1, 50000) g",
+                handle_row=handle_row,
+                pushback=pushback,
+            )
+        )
+        behind = [asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i])) for i in range(10)]
+        await blocked.wait()
+        await asyncio.sleep(0.3)
+        assert not head.done()
+        assert not any(task.done() for task in behind), "a query overtook a pushback"
+        assert seen == list(range(1, 101))
+        gate.set_result(None)
+        assert await head == pg.CommandComplete("SELECT", 50000)
+        assert seen == list(range(1, 50001))
+        assert await asyncio.gather(*behind) == [[(str(i),)] for i in range(10)]
+    await assert_usable(conn)
