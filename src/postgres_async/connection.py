@@ -221,6 +221,7 @@ class _Operation:
     error: PgasyncError | None = None
     user_exception: BaseException | None = None
     pending_rows: collections.deque[tuple[str | None, ...]] | None = None
+    pushback_task: asyncio.Future[Any] | None = None
     rows_seen = 0
     sent = False
     cancel_requested = False
@@ -347,6 +348,7 @@ class Connection:
         inflight = self._inflight
         if inflight:
             head = inflight.popleft()
+            self._drop_pushback(head)
             self._stop_copy_feeder(head)
             if head.error is None:
                 head.set_error(error)
@@ -629,7 +631,7 @@ class Connection:
             if future.done():
                 continue
             op.pending_rows = queue
-            self._pause_until(op, future)
+            self._pause_until(op, future, owned=future is not waiting)
             return
         op.pending_rows = None
 
@@ -645,10 +647,12 @@ class Connection:
             return
         future = asyncio.ensure_future(waiting)
         if not future.done():
-            self._pause_until(op, future)
+            self._pause_until(op, future, owned=future is not waiting)
 
-    def _pause_until(self, op: _Operation, future: asyncio.Future[Any]) -> None:
-        """Stop reading until ``future`` (a pushback) completes."""
+    def _pause_until(self, op: _Operation, future: asyncio.Future[Any], owned: bool) -> None:
+        """Stop reading until ``future`` (a pushback) completes. ``owned``: we wrapped
+        the caller's coroutine in this task, so it is ours to cancel if the caller goes."""
+        op.pushback_task = future if owned else None
         self._paused = True
         self._stream.pause_reading()
         future.add_done_callback(lambda f: self._pushback_done(op, f))
@@ -762,6 +766,14 @@ class Connection:
             self._terminate_sent = True
             self._write(m.Terminate().encode())
 
+    @staticmethod
+    def _drop_pushback(op: _Operation) -> None:
+        op.pending_rows = None
+        task = op.pushback_task
+        op.pushback_task = None
+        if task is not None and not task.done():
+            task.cancel()
+
     def _cancel_done(self, _task: asyncio.Task[None]) -> None:
         self._send_next()
 
@@ -799,8 +811,13 @@ class Connection:
         task.add_done_callback(self._cancel_done)
 
     def _stop_copy_feeder(self, op: _Operation) -> None:
+        """No more CopyData for ``op``: the feeder may be inside the caller's awaitable
+        (an async generator, a Wait), so it is cancelled, not just told."""
         if op.copy_stop is not None and not op.copy_stop.done():
             op.copy_stop.set_result(None)
+        feeder = op.copy_feeder
+        if feeder is not None and not feeder.done() and feeder is not asyncio.current_task():
+            feeder.cancel()
 
     async def _run(self, op: _Operation) -> Any:
         status = self._status
@@ -841,7 +858,7 @@ class Connection:
         self._send_cancel_for(op)
         if self._paused and self._inflight and self._inflight[0] is op:
             # Pushback holds the socket; the caller is gone, so nobody will release it.
-            op.pending_rows = None
+            self._drop_pushback(op)
             self._paused = False
             self._stream.resume_reading()
             self._loop.call_soon(self._pump)
@@ -1094,7 +1111,9 @@ class _CopyWriter:
         if callable(feed):
             while not stop.done():
                 result = feed()
-                if inspect.isawaitable(result):
+                if isinstance(result, asyncio.Future):
+                    result = await asyncio.shield(result)  # theirs: never cancel it
+                elif inspect.isawaitable(result):
                     result = await result
                 if isinstance(result, Data):
                     if self._add(result.chunk):
@@ -1132,16 +1151,24 @@ class _CopyWriter:
 
 
 async def _wait_either(awaitable: Awaitable[Any], stop: asyncio.Future[None]) -> None:
-    """Await ``awaitable`` unless ``stop`` completes first (then leave it be)."""
+    """Await ``awaitable`` unless ``stop`` completes first. A task we made from the
+    caller's coroutine is ours to cancel; the caller's own futures are never touched."""
     future = asyncio.ensure_future(awaitable)
-    if future.done():
-        future.result()
+    owned = future is not awaitable
+    try:
+        if not future.done():
+            await asyncio.wait((future, stop), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        if owned:
+            future.cancel()
+        raise
+    if not future.done():
+        if owned:
+            future.cancel()
         return
-    await asyncio.wait((future, stop), return_when=asyncio.FIRST_COMPLETED)
-    if future.done():
-        future.result()
-    elif inspect.iscoroutine(awaitable):
-        future.cancel()  # our own wrapper task, not the caller's future
+    if future.cancelled():
+        raise RuntimeError("an awaitable given to COPY IN (Wait) was cancelled")
+    future.result()
 
 
 def _hit_by_our_cancel(op: _Operation, event: ServerError) -> bool:
