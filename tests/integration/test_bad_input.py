@@ -277,6 +277,11 @@ async def _nul_in_channel(conn: pg.Connection) -> object:
     return None
 
 
+async def _empty_channel(conn: pg.Connection) -> object:
+    await conn.listen_to_notifications("", lambda _pid, _payload: None)
+    return None
+
+
 async def _column_names_as_str(conn: pg.Connection) -> object:
     return await conn.copy_in_rows("t", "a", feed_data=[["1"]])
 
@@ -317,6 +322,15 @@ QUERY_CASES: dict[str, tuple[BadCall, type[Exception]]] = {
         TypeError,
     ),
     "column_names_as_one_str": (_column_names_as_str, TypeError),
+    "parameters_as_one_str": (
+        lambda c: c.query("SELECT $1::text", "abc", handle_row=ignore_row),
+        TypeError,
+    ),
+    "sql_as_bytes": (
+        lambda c: c.query(b"SELECT 1", handle_row=ignore_row),  # type: ignore[arg-type]
+        TypeError,
+    ),
+    "empty_channel": (_empty_channel, ValueError),
 }
 
 
