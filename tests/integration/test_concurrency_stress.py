@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -444,8 +445,9 @@ async def test_close_with_query_in_flight_is_bounded(server_kwargs: dict[str, An
         await finished_within(query, 0.1)
         error = query.exception()
         assert isinstance(error, pg.PgasyncError), repr(error)
-        assert error.postgres_error_code is not None
-        assert str(error)
+        # A connection exception (class 08) that says the close is why.
+        assert (error.postgres_error_code or "").startswith("08"), str(error)
+        assert "close" in str(error), str(error)
         # close() raised (the teardown was not graceful) or returned: either way final.
         if closing.exception() is not None:
             assert isinstance(closing.exception(), pg.PgasyncError)
@@ -613,3 +615,136 @@ async def test_pushback_of_one_pipelined_query_holds_the_others(conn: pg.Connect
         assert seen == list(range(1, 50001))
         assert await asyncio.gather(*behind) == [[(str(i),)] for i in range(10)]
     await assert_usable(conn)
+
+
+# ------------------------------------------------------------- random cancellations
+async def test_random_cancellations_never_cross_wires(conn: pg.Connection) -> None:
+    """300 queries launched at random moments, a random third of them cancelled at
+    random moments: every query not cancelled gets exactly its own outcome (its row, or
+    its own division by zero), never 57014 and never another query's row."""
+    rng = random.Random(20240603)
+    outcomes: dict[int, object] = {}
+    cancelled: set[int] = set()
+
+    async def one(i: int, sleep: float, divisor: int) -> None:
+        try:
+            rows = await fetch(
+                conn, "SELECT pg_sleep($1), $2::int, 6 / $3::int", [sleep, i, divisor]
+            )
+        except pg.PgasyncError as exc:
+            outcomes[i] = exc.postgres_error_code
+        else:
+            outcomes[i] = rows
+
+    tasks: dict[int, asyncio.Task[None]] = {}
+    plans: dict[int, tuple[float, int]] = {}
+    async with asyncio.timeout(45):
+        for i in range(300):
+            sleep = rng.choice([0.0, 0.0, 0.002, 0.01])
+            divisor = 0 if rng.random() < 0.1 else rng.choice([1, 2, 3])
+            plans[i] = (sleep, divisor)
+            tasks[i] = asyncio.ensure_future(one(i, sleep, divisor))
+            if rng.random() < 0.33:
+                victim = rng.choice(list(tasks))
+                if not tasks[victim].done():
+                    cancelled.add(victim)
+                    tasks[victim].cancel()
+            await asyncio.sleep(rng.choice([0.0, 0.0, 0.001, 0.003]))
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+    for i, task in tasks.items():
+        sleep, divisor = plans[i]
+        if task.cancelled():
+            assert i in cancelled, f"query {i} was cancelled without being asked to"
+            continue
+        expected: object = "22012" if divisor == 0 else [("", str(i), str(6 // divisor))]
+        assert outcomes[i] == expected, f"query {i} (sleep {sleep}, /{divisor}): {outcomes[i]!r}"
+    assert any(task.cancelled() for task in tasks.values())
+    await assert_usable(conn)
+
+
+# --------------------------------------------------------- cancel a streaming COPY IN
+def endless_rows() -> Iterator[list[str]]:
+    i = 0
+    while True:
+        i += 1
+        yield [str(i)]
+
+
+async def endless_rows_async() -> AsyncIterator[list[str]]:
+    i = 0
+    while True:
+        i += 1
+        if i % 1000 == 0:
+            await asyncio.sleep(0)
+        yield [str(i)]
+
+
+@pytest.mark.parametrize("kind", ["iterator", "async_iterator"])
+async def test_cancel_copy_in_while_rows_stream(
+    conn: pg.Connection, observer: pg.Connection, kind: str
+) -> None:
+    """A feed that never ends and never waits: cancelling still stops it at once and
+    commits nothing."""
+    table = f"stress_copy_{uuid.uuid4().hex[:12]}"
+    await conn.query_expect_no_data(f"CREATE TABLE {table} (a int)")
+    before = other_tasks()
+    try:
+        feed: Any = endless_rows() if kind == "iterator" else endless_rows_async()
+        task = asyncio.ensure_future(conn.copy_in_rows(table, ["a"], feed_data=feed))
+        async with asyncio.timeout(15):
+            await wait_for_state(observer, conn.backend_pid, "COPY%")
+            await asyncio.sleep(0.3)  # some megabytes of rows are on their way
+            assert not task.done()
+            cancelled_at = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - cancelled_at < 0.1
+            assert await fetch(conn, f"SELECT count(*) FROM {table}") == [("0",)]
+            await assert_usable(conn)
+            await settle_tasks(before)
+    finally:
+        await observer.query_expect_no_data(f"DROP TABLE IF EXISTS {table}")
+
+
+# ----------------------------------------------------- close while a pushback blocks
+async def test_close_while_pushback_blocks_is_bounded(server_kwargs: dict[str, Any]) -> None:
+    """The query in flight is held by its pushback: close() cannot wait for it forever;
+    within the bound it ends, and the query gets a PgasyncError."""
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    blocked = asyncio.Event()
+    sockets_before = open_sockets()
+    conn = await pg.connect(**server_kwargs)
+
+    def pushback() -> Awaitable[None] | None:
+        blocked.set()
+        return gate
+
+    async with asyncio.timeout(10):
+        query = asyncio.ensure_future(
+            conn.query(
+                "SELECT g FROM generate_series(1, 100000) g",
+                handle_row=ignore_row,
+                pushback=pushback,
+            )
+        )
+        await blocked.wait()
+        closing = asyncio.ensure_future(conn.close())
+        await finished_within(closing, 1.5)
+        await finished_within(query, 0.1)
+        assert isinstance(query.exception(), pg.PgasyncError), repr(query.exception())
+        if closing.exception() is not None:
+            assert isinstance(closing.exception(), pg.PgasyncError)
+        assert isinstance(conn.status, pg.ClosedGracefully | pg.Failed)
+    gate.cancel()
+    await asyncio.sleep(0.01)
+    assert open_sockets() == sockets_before
+
+
+async def test_concurrent_closes_share_one_outcome(server_kwargs: dict[str, Any]) -> None:
+    conn = await pg.connect(**server_kwargs)
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(*(conn.close() for _ in range(5)), return_exceptions=True)
+    assert results == [None] * 5
+    assert conn.status == pg.ClosedGracefully()
