@@ -148,6 +148,18 @@ def markdown(benches: list[Bench], summary: Summary, meta: Json, chart_name: str
         "heading); the C reference is libpq through pgbench or psql."
     )
     add("")
+    load = meta["loadavg_1min"]
+    if load["median"] > 2.0 or max(meta["cpu_busy_before"], meta["cpu_busy_after"]) > 0.3:
+        add(
+            f"**Caution:** other work was running on this {meta['cpus']}-CPU machine during "
+            f"the run (1-minute load average {load['min']:.1f} to {load['max']:.1f}, median "
+            f"{load['median']:.1f}, of which the benchmark itself is about 1-2; CPUs "
+            f"{meta['cpu_busy_after']:.0%} busy right after it). Absolute figures are lower "
+            "and noisier than on an idle machine. The interleaved rounds spread the "
+            "disturbance over all clients, so the ratios hold up better than the absolute "
+            "figures, but they are noisy too: read them with the min/max columns."
+        )
+        add("")
     add(f"![ratios to asyncpg]({chart_name})")
     add("")
     targets = _targets(summary)
@@ -411,7 +423,7 @@ def chart(path: Path, benches: list[Bench], summary: Summary, meta: Json) -> Non
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_xticks(xticks)
         ax.set_xticklabels(xlabels, fontsize=8)
-        ax.tick_params(axis="x", pad=80)
+        ax.tick_params(axis="x", pad=80, length=0)
         ax.set_ylabel("x asyncpg (higher is better)")
         ax.set_title(f"Ratio to asyncpg, {loop} loop (median of {meta['rounds']} rounds)")
     fig.tight_layout()

@@ -666,6 +666,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per measurement, s")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="measure nothing: rewrite the .md and .png of --output from a saved .json",
+    )
+    parser.add_argument(
         "--wait-idle",
         type=float,
         default=0.0,
@@ -701,6 +708,19 @@ def wait_for_idle(limit: float, threshold: float = 0.15) -> None:
         time.sleep(10.0)
 
 
+def write_report(
+    output: Path,
+    benches: list[Bench],
+    results: dict[str, dict[str, dict[str, list[Json]]]],
+    meta: Json,
+) -> None:
+    summary = report.summarise(benches, results)
+    md_path = output.with_suffix(".md")
+    md_path.write_text(report.markdown(benches, summary, meta, chart_name=output.name + ".png"))
+    report.chart(output.with_suffix(".png"), benches, summary, meta)
+    print(f"wrote {md_path}, {output.with_suffix('.png')}", flush=True)
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     # Unwind through the with-blocks: the server is stopped and temp files removed.
     raise SystemExit(128 + signum)
@@ -714,6 +734,11 @@ def benchmark_server(installation: Installation) -> Iterator[PostgresServer]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        document = json.loads(args.from_json.read_text())
+        saved = [Bench(**fields) for fields in document["benches"]]
+        write_report(args.output, saved, document["results"], document["meta"])
+        return 0
     signal.signal(signal.SIGTERM, _terminate)
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("the benchmark pins server and bulk clients to CPUs 0 and 1")
@@ -779,13 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path = args.output.with_suffix(".json")
     json_path.write_text(json.dumps(document, indent=1) + "\n")
-    summary = report.summarise(benches, results)
-    md_path = args.output.with_suffix(".md")
-    md_path.write_text(
-        report.markdown(benches, summary, meta, chart_name=args.output.name + ".png")
-    )
-    report.chart(args.output.with_suffix(".png"), benches, summary, meta)
-    print(f"wrote {md_path}, {args.output.with_suffix('.png')}, {json_path}", flush=True)
+    write_report(args.output, benches, results, meta)
     return 0
 
 
