@@ -24,9 +24,10 @@ usable, and the tests say so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ from support import ignore_row, open_socket_count, status_of
 from support.fake_server import (
     Call,
     Expect,
+    ExpectBytes,
     FakeServer,
     ReadAny,
     Send,
@@ -115,6 +117,16 @@ def frontend_types(raw: bytes, untyped: int = 1) -> list[bytes]:
 
 
 # ------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def note(text: str) -> Iterator[None]:
+    """Add ``text`` to any exception raised inside (which case of a loop failed)."""
+    try:
+        yield
+    except BaseException as exc:
+        exc.add_note(text)
+        raise
+
+
 async def query_error(conn: pg.Connection, sql: str = DUMMY) -> pg.PgasyncError:
     """The PgasyncError a query raises (it must raise one, and within BOUND)."""
     with pytest.raises(pg.PgasyncError) as info:
@@ -245,13 +257,16 @@ LOGIN_PREFIX: dict[str, bytes] = {
 }
 
 
-@pytest.mark.parametrize("length", NONSENSE_LENGTHS)
+# Each test below tries every nonsense length in turn (one fake server each): one test
+# per message type keeps the file fast, and a failure names its length in a note.
 @pytest.mark.parametrize("type_char", list(LOGIN_PREFIX))
-async def test_nonsense_length_during_login(type_char: str, length: int) -> None:
-    data = LOGIN_PREFIX[type_char] + header(type_char.encode(), length)
-    error, server_conn = await login_failure([Send(data)])
-    assert_error(error, PROTOCOL_VIOLATION, f"Nonsense message length in header: {length}")
-    startup_only(server_conn)
+async def test_nonsense_length_during_login(type_char: str) -> None:
+    for length in NONSENSE_LENGTHS:
+        with note(f"length field {length}"):
+            data = LOGIN_PREFIX[type_char] + header(type_char.encode(), length)
+            error, server_conn = await login_failure([Send(data)])
+            assert_error(error, PROTOCOL_VIOLATION, f"Nonsense message length in header: {length}")
+            startup_only(server_conn)
 
 
 # Where a message of each type can come in the answer to one query: what precedes it.
@@ -270,17 +285,21 @@ QUERY_PREFIX: dict[str, bytes] = {
 }
 
 
-@pytest.mark.parametrize("length", NONSENSE_LENGTHS)
 @pytest.mark.parametrize("type_char", list(QUERY_PREFIX))
-async def test_nonsense_length_during_a_query(type_char: str, length: int) -> None:
-    error = await query_failure(QUERY_PREFIX[type_char] + header(type_char.encode(), length))
-    assert_error(error, PROTOCOL_VIOLATION, f"Nonsense message length in header: {length}")
+async def test_nonsense_length_during_a_query(type_char: str) -> None:
+    for length in NONSENSE_LENGTHS:
+        with note(f"length field {length}"):
+            reply = QUERY_PREFIX[type_char] + header(type_char.encode(), length)
+            error = await query_failure(reply)
+            assert_error(error, PROTOCOL_VIOLATION, f"Nonsense message length in header: {length}")
 
 
-@pytest.mark.parametrize("length", NONSENSE_LENGTHS)
-async def test_nonsense_length_while_idle(length: int) -> None:
-    error = await idle_failure(header(b"S", length))
-    assert_error(error, PROTOCOL_VIOLATION, f"Nonsense message length in header: {length}")
+@pytest.mark.parametrize("type_char", ["S", "A", "N", "E", "Z"])
+async def test_nonsense_length_while_idle(type_char: str) -> None:
+    for length in NONSENSE_LENGTHS:
+        with note(f"length field {length}"):
+            error = await idle_failure(header(type_char.encode(), length))
+            assert_error(error, PROTOCOL_VIOLATION, f"Nonsense message length in header: {length}")
 
 
 # A length field larger than what follows, then EOF: the message was cut short, which
@@ -489,6 +508,76 @@ async def test_length_smaller_than_the_content() -> None:
     assert_error(error, PROTOCOL_VIOLATION, "CommandComplete", "NUL")
 
 
+async def test_wrong_length_during_copy_in_stops_the_feeder() -> None:
+    """A lie while COPY data is flowing: the feeder (here inside the caller's async
+    generator, waiting) is stopped, nothing but CopyData went out, no task is left."""
+    produced = 0
+
+    async def feed() -> AsyncIterator[bytes]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield b"1\n"
+            await asyncio.sleep(0.02)
+
+    script: list[Step] = [
+        *login_ok(),
+        *expect_query(),
+        Send(PARSED + NO_DATA + COPY_IN_RESPONSE),
+        ExpectBytes(len(frame(b"d", b"1\n"))),  # some data has flowed
+        Send(header(b"Z", SHORT_TYPE_LIE)),
+        WaitForClose(),
+    ]
+    sockets_before = open_socket_count()
+    async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
+        conn = await pg.connect(**server.connect_kwargs())
+        with pytest.raises(pg.PgasyncError) as info:
+            async with asyncio.timeout(BOUND):
+                await conn.copy_in_raw("COPY t FROM STDIN", feed_data=feed())
+        error = info.value
+        assert_error(error, PROTOCOL_VIOLATION, "'Z'", str(SHORT_TYPE_LIE))
+        await assert_dead(conn, error)
+        produced_at_failure = produced
+        await asyncio.sleep(0.1)
+        assert produced == produced_at_failure  # the generator is no longer pulled
+    assert open_socket_count() == sockets_before
+    sent = frontend_types(bytes(server.connections[0].raw))
+    assert sent[:5] == [b"P", b"B", b"D", b"E", b"S"]
+    assert len(sent) > 5
+    assert set(sent[5:]) == {b"d"}  # no CopyDone, CopyFail, Sync or Terminate
+
+
+async def test_wrong_length_behind_rows_held_by_pushback() -> None:
+    """Rows already read are delivered one pushback at a time; the lie behind them is
+    judged once reading resumes, and the query fails then (not hangs)."""
+    rows: list[tuple[str | None, ...]] = []
+    loop = asyncio.get_running_loop()
+
+    def handle_row(_names: tuple[str, ...], values: tuple[str | None, ...]) -> None:
+        rows.append(values)
+
+    def pushback() -> asyncio.Future[None]:
+        future: asyncio.Future[None] = loop.create_future()
+        loop.call_later(0.02, future.set_result, None)
+        return future
+
+    reply = PARSED + ONE_COLUMN + data_row(b"1") + data_row(b"2") + data_row(b"3")
+    script: list[Step] = [*login_ok(), *expect_query(), Send(reply + header(b"D", 3))]
+    script.append(WaitForClose())
+    sockets_before = open_socket_count()
+    async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
+        conn = await pg.connect(**server.connect_kwargs())
+        with pytest.raises(pg.PgasyncError) as info:
+            async with asyncio.timeout(BOUND):
+                await conn.query(DUMMY, handle_row=handle_row, pushback=pushback)
+        error = info.value
+        assert_error(error, PROTOCOL_VIOLATION, "Nonsense message length in header: 3")
+        assert rows == [("1",), ("2",), ("3",)]
+        await assert_dead(conn, error)
+    assert open_socket_count() == sockets_before
+    assert server.connections[0].received[6:] == []
+
+
 # ================================================================= DataRow lies
 async def test_data_row_before_row_description() -> None:
     error = await query_failure(PARSED + NO_DATA + data_row(b"x") + SELECT_1 + READY)
@@ -554,7 +643,7 @@ async def test_the_rows_before_a_bad_data_row_are_delivered_exactly_once() -> No
         # The column length itself cut short by the message's end.
         pytest.param(b"\0\x01\0\0", "truncated column", id="cut length"),
         pytest.param(b"\0\x01" + struct.pack("!i", 1) + b"xy", "trailing bytes", id="trailing"),
-        pytest.param(b"\0", "", id="count cut"),
+        pytest.param(b"\0", "needed 2 more bytes", id="count cut"),
     ],
 )
 async def test_data_row_column_overruns_the_message(payload: bytes, text: str) -> None:
@@ -633,7 +722,7 @@ async def test_notification_channel_without_terminator_while_idle() -> None:
 async def test_sasl_mechanism_list_without_terminator() -> None:
     payload = struct.pack("!i", 10) + b"SCRAM-SHA-256\0"  # the list's final NUL missing
     error, server_conn = await login_failure([Send(frame(b"R", payload))], password=PASSWORD)
-    assert_error(error, PROTOCOL_VIOLATION, "AuthenticationRequest")
+    assert_error(error, PROTOCOL_VIOLATION, "AuthenticationRequest", "without a NUL terminator")
     startup_only(server_conn)
 
 
@@ -963,13 +1052,24 @@ async def test_copy_in_response_with_a_pipelined_query_behind() -> None:
             )
         first, second = outcomes
         assert isinstance(first, pg.PgasyncError), first
-        assert "COPY FROM STDIN is not appropriate" in str(first)
+        assert_error(first, "0A000", "COPY FROM STDIN is not appropriate")
+        # The server swallowed the second query's messages with the COPY: what comes
+        # back for it is a lone ReadyForQuery, which ends the connection.
         assert isinstance(second, pg.PgasyncError), second
-        with pytest.raises(pg.PgasyncError):
-            async with asyncio.timeout(BOUND):
-                await conn.close()
+        assert_error(second, PROTOCOL_VIOLATION, "ReadyForQuery", '"SELECT 2"')
+        status = status_of(conn)
+        assert isinstance(status, pg.Failed)
+        assert_same_error(status.error, second)
+        await assert_dead(conn, second)
     assert open_socket_count() == sockets_before
     assert b"d" not in frontend_types(bytes(server.connections[0].raw))
+
+
+async def test_copy_both_response_to_a_select() -> None:
+    """CopyBoth exists only for replication, which was not asked for."""
+    copy_both = m.CopyBothResponse(0, ()).encode()
+    error = await query_failure(PARSED + NO_DATA + copy_both + READY)
+    assert_error(error, PROTOCOL_VIOLATION, "CopyBothResponse")
 
 
 # ============================================================ unsolicited messages
