@@ -233,7 +233,7 @@ async def test_cancel_during_pushback(conn: pg.Connection, kind: str) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert time.monotonic() - cancelled_at < 0.1
+        assert time.monotonic() - cancelled_at < 0.25
         assert seen == list(range(1, 101)), "handle_row ran after the cancel"
         rows = await fetch(conn, "SELECT g FROM generate_series(1, 5) g")
         assert rows == [(str(g),) for g in range(1, 6)]
@@ -358,7 +358,7 @@ async def test_cancel_during_copy_in(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert time.monotonic() - cancelled_at < 0.1
+            assert time.monotonic() - cancelled_at < 0.25
             assert await fetch(conn, f"SELECT count(*) FROM {table}") == [("0",)]
             assert await fetch(observer, f"SELECT count(*) FROM {table}") == [("0",)]
             await assert_usable(conn)
@@ -699,7 +699,7 @@ async def test_cancel_copy_in_while_rows_stream(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert time.monotonic() - cancelled_at < 0.1
+            assert time.monotonic() - cancelled_at < 0.25
             assert await fetch(conn, f"SELECT count(*) FROM {table}") == [("0",)]
             await assert_usable(conn)
             await settle_tasks(before)
