@@ -1,0 +1,756 @@
+/*
+ * postgres_async._speedups: optional compiled twins of two hot paths.
+ *
+ * The pure-Python functions are the specification, and these must agree with them on
+ * every input, values and problems alike (tests/unit/test_accel_differential.py checks
+ * with hypothesis):
+ *
+ *   parse_data_rows   <->  postgres_async.protocol.buffer.parse_data_rows
+ *   format_copy_rows  <->  b"".join(_values.copy_text_line(row).encode() for row in rows)
+ *
+ * The only deliberate difference: parse_data_rows refuses a negative ``pos`` with
+ * ValueError (the reference would index from the end of the buffer; no caller does that).
+ *
+ * The bytes come from the server, which is not trusted: every length read from the wire
+ * is compared against the bytes that are left *before* anything is added to a position,
+ * and all positions are Py_ssize_t inside [0, len(data)], so no arithmetic can overflow.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* helpers                                                                              */
+
+/* Big-endian reads (the signed one without relying on implementation-defined
+ * conversions). */
+static inline int32_t
+read_int32(const unsigned char *p)
+{
+    uint32_t v = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+                 (uint32_t)p[3];
+    if (v & 0x80000000u) {
+        return (int32_t)(v - 0x80000000u) + INT32_MIN;
+    }
+    return (int32_t)v;
+}
+
+static inline Py_ssize_t
+read_uint16(const unsigned char *p)
+{
+    return (Py_ssize_t)(((unsigned)p[0] << 8) | (unsigned)p[1]);
+}
+
+/* A Python int as a long long, saturated: the comparisons made with it below give the
+ * same answers as with the unbounded Python int. */
+static int
+saturated_long_long(PyObject *obj, long long *out)
+{
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow > 0) {
+        value = LLONG_MAX;
+    }
+    else if (overflow < 0) {
+        value = LLONG_MIN;
+    }
+    *out = value;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* parse_data_rows                                                                      */
+
+/* bytes.decode() of a value: NULL with UnicodeDecodeError set when not UTF-8. Most
+ * values are ASCII, and checking 8 bytes at a time then copying measured well ahead
+ * of PyUnicode_DecodeUTF8 for the short strings of a typical row. Empty and
+ * one-character values go to PyUnicode_DecodeUTF8, which returns shared singletons. */
+static PyObject *
+decode_text(const unsigned char *s, Py_ssize_t n)
+{
+    if (n > 1) {
+        const uint64_t high_bits = 0x8080808080808080ULL;
+        uint64_t seen = 0;
+        Py_ssize_t i = 0;
+        for (; n - i >= 8; i += 8) {
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if (word & high_bits) {
+                goto not_ascii;
+            }
+        }
+        for (; i < n; i++) {
+            seen |= s[i];
+        }
+        if ((seen & high_bits) == 0) {
+            PyObject *text = PyUnicode_New(n, 127);
+            if (text != NULL) {
+                memcpy(PyUnicode_1BYTE_DATA(text), s, (size_t)n);
+            }
+            return text;
+        }
+    }
+not_ascii:
+    return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+}
+
+PyDoc_STRVAR(parse_data_rows_doc,
+"parse_data_rows($module, data, pos, column_count, limit, max_length, /)\n"
+"--\n"
+"\n"
+"Decode the complete DataRow messages at data[pos:]: (rows, new pos, problem or None).\n"
+"\n"
+"The compiled twin of postgres_async.protocol.buffer.parse_data_rows; see there.");
+
+static PyObject *
+parse_data_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "parse_data_rows() takes exactly 5 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *pos_obj = args[1];
+    PyObject *column_count_obj = args[2];
+    long long start, column_count, limit, max_length;
+    if (saturated_long_long(pos_obj, &start) < 0 ||
+        saturated_long_long(column_count_obj, &column_count) < 0 ||
+        saturated_long_long(args[3], &limit) < 0 ||
+        saturated_long_long(args[4], &max_length) < 0) {
+        return NULL;
+    }
+
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)view.buf;
+    const Py_ssize_t end = view.len;
+
+    PyObject *rows = PyList_New(0);
+    PyObject *problem = NULL;
+    PyObject *row = NULL;
+    Py_ssize_t pos = 0;
+    int moved = 0; /* whether pos differs from the caller's (then pos_obj is returned) */
+    if (rows == NULL) {
+        goto error;
+    }
+    if (limit > 0 && start < 0 && start <= (long long)end - 7) {
+        PyErr_SetString(PyExc_ValueError, "parse_data_rows: pos must not be negative");
+        goto error;
+    }
+    if (start >= 0 && start <= (long long)end) {
+        pos = (Py_ssize_t)start;
+    }
+    else {
+        limit = 0; /* pos + 7 <= end is false (or pos < 0 with limit <= 0): no rows */
+    }
+
+    Py_ssize_t nrows = 0;
+    while ((long long)nrows < limit && end - pos >= 7 && data[pos] == 'D') {
+        const int32_t length = read_int32(data + pos + 1);
+        if (length < 6 || (long long)length + 1 > max_length) {
+            break;
+        }
+        if ((Py_ssize_t)length > end - pos - 1) {
+            break; /* not all here yet */
+        }
+        const Py_ssize_t msg_end = pos + 1 + (Py_ssize_t)length;
+        /* The column count is unsigned, as PostgreSQL sends it. */
+        const Py_ssize_t count = read_uint16(data + pos + 5);
+        if ((long long)count != column_count) {
+            PyObject *expected = PyObject_Format(column_count_obj, NULL);
+            if (expected == NULL) {
+                goto error;
+            }
+            problem = PyUnicode_FromFormat(
+                "number of columns in DataRow message did not match RowDescription: "
+                "expected %U, got %zd",
+                expected, count);
+            Py_DECREF(expected);
+            if (problem == NULL) {
+                goto error;
+            }
+            break;
+        }
+        row = PyTuple_New(count);
+        if (row == NULL) {
+            goto error;
+        }
+        Py_ssize_t p = pos + 7;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (msg_end - p < 4) {
+                problem = PyUnicode_FromString("Failed to parse DataRow: truncated column");
+                goto row_problem;
+            }
+            const int32_t size = read_int32(data + p);
+            p += 4;
+            PyObject *value;
+            if (size < 0) {
+                if (size != -1) {
+                    problem = PyUnicode_FromFormat(
+                        "Failed to parse DataRow: column length %ld", (long)size);
+                    goto row_problem;
+                }
+                value = Py_NewRef(Py_None);
+            }
+            else {
+                if ((Py_ssize_t)size > msg_end - p) {
+                    problem = PyUnicode_FromString("Failed to parse DataRow: truncated column");
+                    goto row_problem;
+                }
+                value = decode_text(data + p, (Py_ssize_t)size);
+                if (value == NULL) {
+                    if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                        goto error;
+                    }
+                    PyErr_Clear();
+                    problem = PyUnicode_FromString(
+                        "Failed to parse DataRow: invalid UTF-8 in a value");
+                    goto row_problem;
+                }
+                p += (Py_ssize_t)size;
+            }
+            PyTuple_SET_ITEM(row, i, value);
+        }
+        if (p != msg_end) {
+            problem = PyUnicode_FromString("Failed to parse DataRow: trailing bytes");
+            goto row_problem;
+        }
+        /* A tuple of str and None can be in no reference cycle: the collector would
+         * untrack it at its first pass anyway (as it does any such tuple), so spare it
+         * the work of looking at every row of a big result. */
+        PyObject_GC_UnTrack(row);
+        if (PyList_Append(rows, row) < 0) {
+            goto error;
+        }
+        Py_CLEAR(row);
+        nrows++;
+        pos = msg_end;
+        moved = 1;
+        continue;
+
+    row_problem:
+        Py_CLEAR(row);
+        if (problem == NULL) {
+            goto error;
+        }
+        break;
+    }
+
+    PyBuffer_Release(&view);
+    PyObject *new_pos = moved ? PyLong_FromSsize_t(pos) : Py_NewRef(pos_obj);
+    if (new_pos == NULL) {
+        Py_DECREF(rows);
+        Py_XDECREF(problem);
+        return NULL;
+    }
+    if (problem == NULL) {
+        problem = Py_NewRef(Py_None);
+    }
+    PyObject *result = PyTuple_New(3);
+    if (result == NULL) {
+        Py_DECREF(rows);
+        Py_DECREF(new_pos);
+        Py_DECREF(problem);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, rows);
+    PyTuple_SET_ITEM(result, 1, new_pos);
+    PyTuple_SET_ITEM(result, 2, problem);
+    return result;
+
+error:
+    Py_XDECREF(row);
+    Py_XDECREF(rows);
+    Py_XDECREF(problem);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* format_copy_rows                                                                     */
+
+/* A bytes object filled in place and shrunk to size at the end. */
+typedef struct {
+    PyObject *bytes;
+    char *buf;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Writer;
+
+static int
+writer_init(Writer *w, Py_ssize_t cap)
+{
+    w->bytes = PyBytes_FromStringAndSize(NULL, cap);
+    if (w->bytes == NULL) {
+        return -1;
+    }
+    w->buf = PyBytes_AS_STRING(w->bytes);
+    w->len = 0;
+    w->cap = cap;
+    return 0;
+}
+
+static int
+writer_grow(Writer *w, Py_ssize_t extra)
+{
+    if (extra > PY_SSIZE_T_MAX - w->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t need = w->len + extra;
+    Py_ssize_t cap = w->cap;
+    while (cap < need) {
+        cap = cap > PY_SSIZE_T_MAX / 2 ? need : cap * 2;
+    }
+    /* On failure _PyBytes_Resize frees the object and sets w->bytes to NULL. */
+    if (_PyBytes_Resize(&w->bytes, cap) < 0) {
+        return -1;
+    }
+    w->buf = PyBytes_AS_STRING(w->bytes);
+    w->cap = cap;
+    return 0;
+}
+
+static inline int
+writer_reserve(Writer *w, Py_ssize_t extra)
+{
+    if (extra <= w->cap - w->len) {
+        return 0;
+    }
+    return writer_grow(w, extra);
+}
+
+/* The escape letter for each ASCII byte COPY text format escapes; NUL is refused. */
+static unsigned char copy_escape[128];
+#define NUL_MARK 1
+
+static void
+init_copy_escape(void)
+{
+    memset(copy_escape, 0, sizeof(copy_escape));
+    copy_escape['\\'] = '\\';
+    copy_escape['\n'] = 'n';
+    copy_escape['\r'] = 'r';
+    copy_escape['\t'] = 't';
+    copy_escape[0] = NUL_MARK;
+}
+
+static int
+nul_error(Py_ssize_t index)
+{
+    PyErr_Format(PyExc_ValueError, "COPY column %zd must not contain a NUL character", index);
+    return -1;
+}
+
+/* Append text escaped for COPY, as UTF-8. A lone surrogate is written the way
+ * "surrogatepass" would and reported through *surrogate: the caller raises once the
+ * whole line is known, exactly where ``line.encode()`` raises in the reference. */
+static int
+write_text(Writer *w, PyObject *text, Py_ssize_t index, int *surrogate)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) {
+        return -1;
+    }
+#endif
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    /* Worst case bytes per character: an escape is 2; a non-ASCII UCS1 character 2,
+     * UCS2 3, UCS4 4. */
+    const Py_ssize_t per = kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4;
+    if (n > (PY_SSIZE_T_MAX - 16) / per) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (writer_reserve(w, n * per) < 0) {
+        return -1;
+    }
+    unsigned char *out = (unsigned char *)w->buf + w->len;
+
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *s = (const Py_UCS1 *)data;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Py_UCS1 c = s[i];
+            if (c < 0x80) {
+                const unsigned char e = copy_escape[c];
+                if (e == 0) {
+                    *out++ = c;
+                }
+                else if (e == NUL_MARK) {
+                    return nul_error(index);
+                }
+                else {
+                    out[0] = '\\';
+                    out[1] = e;
+                    out += 2;
+                }
+            }
+            else {
+                out[0] = (unsigned char)(0xC0 | (c >> 6));
+                out[1] = (unsigned char)(0x80 | (c & 0x3F));
+                out += 2;
+            }
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c < 0x80) {
+                const unsigned char e = copy_escape[c];
+                if (e == 0) {
+                    *out++ = (unsigned char)c;
+                }
+                else if (e == NUL_MARK) {
+                    return nul_error(index);
+                }
+                else {
+                    out[0] = '\\';
+                    out[1] = e;
+                    out += 2;
+                }
+            }
+            else if (c < 0x800) {
+                out[0] = (unsigned char)(0xC0 | (c >> 6));
+                out[1] = (unsigned char)(0x80 | (c & 0x3F));
+                out += 2;
+            }
+            else if (c < 0x10000) {
+                if (c >= 0xD800 && c <= 0xDFFF) {
+                    *surrogate = 1;
+                }
+                out[0] = (unsigned char)(0xE0 | (c >> 12));
+                out[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+                out[2] = (unsigned char)(0x80 | (c & 0x3F));
+                out += 3;
+            }
+            else {
+                out[0] = (unsigned char)(0xF0 | (c >> 18));
+                out[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+                out[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+                out[3] = (unsigned char)(0x80 | (c & 0x3F));
+                out += 4;
+            }
+        }
+    }
+    w->len = (Py_ssize_t)(out - (unsigned char *)w->buf);
+    return 0;
+}
+
+/* str(value) for an exact int. */
+static int
+write_int(Writer *w, PyObject *value, Py_ssize_t index, int *surrogate)
+{
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow) {
+        /* Beyond 64 bits: str() itself (which also enforces the int digits limit). */
+        PyObject *text = PyObject_Str(value);
+        if (text == NULL) {
+            return -1;
+        }
+        int rc = write_text(w, text, index, surrogate);
+        Py_DECREF(text);
+        return rc;
+    }
+    char digits[24];
+    char *end = digits + sizeof(digits);
+    char *p = end;
+    unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + (int)(magnitude % 10));
+        magnitude /= 10;
+    } while (magnitude);
+    if (v < 0) {
+        *--p = '-';
+    }
+    const Py_ssize_t size = (Py_ssize_t)(end - p);
+    if (writer_reserve(w, size) < 0) {
+        return -1;
+    }
+    memcpy(w->buf + w->len, p, (size_t)size);
+    w->len += size;
+    return 0;
+}
+
+/* "COPY column N", the `what` handed to the fallback; the first ones made once. */
+#define CACHED_COLUMN_NAMES 64
+static PyObject *column_names[CACHED_COLUMN_NAMES + 1];
+
+static PyObject *
+column_name(Py_ssize_t index)
+{
+    if (index <= CACHED_COLUMN_NAMES) {
+        return Py_NewRef(column_names[index]);
+    }
+    return PyUnicode_FromFormat("COPY column %zd", index);
+}
+
+static int
+write_value(Writer *w, PyObject *value, PyObject *fallback, Py_ssize_t index, int *surrogate)
+{
+    if (PyUnicode_CheckExact(value)) {
+        return write_text(w, value, index, surrogate);
+    }
+    if (value == Py_None) {
+        goto null;
+    }
+    if (PyLong_CheckExact(value)) {
+        return write_int(w, value, index, surrogate);
+    }
+    PyObject *what = column_name(index);
+    if (what == NULL) {
+        return -1;
+    }
+    PyObject *call_args[2] = {value, what};
+    PyObject *text = PyObject_Vectorcall(fallback, call_args, 2, NULL);
+    Py_DECREF(what);
+    if (text == NULL) {
+        return -1;
+    }
+    if (text == Py_None) {
+        Py_DECREF(text);
+        goto null;
+    }
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "format_copy_rows: fallback returned %.200s, not str or None",
+                     Py_TYPE(text)->tp_name);
+        Py_DECREF(text);
+        return -1;
+    }
+    int rc = write_text(w, text, index, surrogate);
+    Py_DECREF(text);
+    return rc;
+
+null:
+    if (writer_reserve(w, 2) < 0) {
+        return -1;
+    }
+    w->buf[w->len] = '\\';
+    w->buf[w->len + 1] = 'N';
+    w->len += 2;
+    return 0;
+}
+
+static inline int
+write_byte(Writer *w, char c)
+{
+    if (w->len == w->cap && writer_grow(w, 1) < 0) {
+        return -1;
+    }
+    w->buf[w->len++] = c;
+    return 0;
+}
+
+/* Raise what ``line.encode()`` raises for the row just written (it holds a lone
+ * surrogate): the row's bytes decoded with "surrogatepass" are exactly the reference's
+ * line, and encoding that strictly raises the identical UnicodeEncodeError. */
+static int
+raise_surrogate_error(Writer *w, Py_ssize_t row_start)
+{
+    PyObject *line = PyUnicode_DecodeUTF8(w->buf + row_start, w->len - row_start,
+                                          "surrogatepass");
+    if (line == NULL) {
+        return -1;
+    }
+    PyObject *encoded = PyUnicode_AsUTF8String(line);
+    Py_DECREF(line);
+    if (encoded != NULL) {
+        Py_DECREF(encoded);
+        PyErr_SetString(PyExc_SystemError, "format_copy_rows: surrogate expected");
+    }
+    return -1;
+}
+
+static int
+write_row(Writer *w, PyObject *row, PyObject *fallback)
+{
+    if (PyUnicode_Check(row) || PyBytes_Check(row)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a COPY row must be a sequence of values, not a single str/bytes");
+        return -1;
+    }
+    const Py_ssize_t row_start = w->len;
+    int surrogate = 0;
+    Py_ssize_t index = 0;
+    if (PyList_CheckExact(row) || PyTuple_CheckExact(row)) {
+        /* Indexing with the length read again each time is what list iteration does,
+         * should the fallback change the list. */
+        const int is_list = PyList_CheckExact(row);
+        for (;;) {
+            const Py_ssize_t size = is_list ? PyList_GET_SIZE(row) : PyTuple_GET_SIZE(row);
+            if (index >= size) {
+                break;
+            }
+            PyObject *value = is_list ? PyList_GET_ITEM(row, index) : PyTuple_GET_ITEM(row, index);
+            Py_INCREF(value);
+            index++;
+            int rc = (index == 1 ? 0 : write_byte(w, '\t'));
+            if (rc == 0) {
+                rc = write_value(w, value, fallback, index, &surrogate);
+            }
+            Py_DECREF(value);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+    }
+    else {
+        PyObject *iterator = PyObject_GetIter(row);
+        if (iterator == NULL) {
+            return -1;
+        }
+        PyObject *value;
+        while ((value = PyIter_Next(iterator)) != NULL) {
+            index++;
+            int rc = (index == 1 ? 0 : write_byte(w, '\t'));
+            if (rc == 0) {
+                rc = write_value(w, value, fallback, index, &surrogate);
+            }
+            Py_DECREF(value);
+            if (rc < 0) {
+                Py_DECREF(iterator);
+                return -1;
+            }
+        }
+        Py_DECREF(iterator);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (write_byte(w, '\n') < 0) {
+        return -1;
+    }
+    if (surrogate) {
+        return raise_surrogate_error(w, row_start);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(format_copy_rows_doc,
+"format_copy_rows($module, rows, fallback, /)\n"
+"--\n"
+"\n"
+"The rows in COPY text format, UTF-8: b\"\".join(copy_text_line(r).encode() for r in rows).\n"
+"\n"
+"str, None and int are handled here; any other value becomes\n"
+"fallback(value, \"COPY column N\") (postgres_async._values.to_text), then escaped.");
+
+static PyObject *
+format_copy_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "format_copy_rows() takes exactly 2 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *rows = args[0];
+    PyObject *fallback = args[1];
+    Writer w;
+    Py_ssize_t guess = 4096;
+    if (PyList_CheckExact(rows) || PyTuple_CheckExact(rows)) {
+        Py_ssize_t count = Py_SIZE(rows);
+        if (count < (PY_SSIZE_T_MAX / 64)) {
+            guess = Py_MAX(guess, count * 32);
+        }
+    }
+
+    if (PyList_CheckExact(rows) || PyTuple_CheckExact(rows)) {
+        if (writer_init(&w, guess) < 0) {
+            return NULL;
+        }
+        const int is_list = PyList_CheckExact(rows);
+        for (Py_ssize_t i = 0;; i++) {
+            const Py_ssize_t size = is_list ? PyList_GET_SIZE(rows) : PyTuple_GET_SIZE(rows);
+            if (i >= size) {
+                break;
+            }
+            PyObject *row = is_list ? PyList_GET_ITEM(rows, i) : PyTuple_GET_ITEM(rows, i);
+            Py_INCREF(row);
+            int rc = write_row(&w, row, fallback);
+            Py_DECREF(row);
+            if (rc < 0) {
+                goto error;
+            }
+        }
+    }
+    else {
+        PyObject *iterator = PyObject_GetIter(rows);
+        if (iterator == NULL) {
+            return NULL;
+        }
+        if (writer_init(&w, guess) < 0) {
+            Py_DECREF(iterator);
+            return NULL;
+        }
+        PyObject *row;
+        while ((row = PyIter_Next(iterator)) != NULL) {
+            int rc = write_row(&w, row, fallback);
+            Py_DECREF(row);
+            if (rc < 0) {
+                Py_DECREF(iterator);
+                goto error;
+            }
+        }
+        Py_DECREF(iterator);
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+    }
+    if (_PyBytes_Resize(&w.bytes, w.len) < 0) {
+        return NULL;
+    }
+    return w.bytes;
+
+error:
+    Py_XDECREF(w.bytes);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* module                                                                               */
+
+static PyMethodDef speedups_methods[] = {
+    {"parse_data_rows", (PyCFunction)(void (*)(void))parse_data_rows, METH_FASTCALL,
+     parse_data_rows_doc},
+    {"format_copy_rows", (PyCFunction)(void (*)(void))format_copy_rows, METH_FASTCALL,
+     format_copy_rows_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "postgres_async._speedups",
+    .m_doc = "Optional compiled twins of postgres_async's hot paths (see _accel.py).",
+    .m_size = -1,
+    .m_methods = speedups_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    init_copy_escape();
+    for (Py_ssize_t i = 0; i <= CACHED_COLUMN_NAMES; i++) {
+        if (column_names[i] == NULL) {
+            column_names[i] = PyUnicode_FromFormat("COPY column %zd", i);
+            if (column_names[i] == NULL) {
+                return NULL;
+            }
+        }
+    }
+    return PyModule_Create(&speedups_module);
+}
