@@ -3,28 +3,41 @@
 ``POSTGRES_ASYNC_IMPL=python`` forces the pure-Python reference, ``c`` demands the
 compiled module (an ImportError if it was not built), and anything else (the default)
 takes the compiled one when present. The pure-Python functions are the specification:
-the compiled ones must return the same values and the same problems for any input.
+the compiled ones must return the same values and the same problems for any input
+(tests/unit/test_accel_differential.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
+from . import _values
 from .protocol import buffer as _py_buffer
 
 ParseDataRows = Callable[
     [bytearray, int, int, int, int], tuple[list[tuple[str | None, ...]], int, str | None]
 ]
+FormatCopyRows = Callable[[Iterable[Sequence[object]]], bytes]
+
+
+def format_copy_rows_python(rows: Iterable[Sequence[object]]) -> bytes:
+    """The reference: the rows in COPY text format, encoded as UTF-8, in one bytes."""
+    return b"".join(_values.copy_text_line(row).encode() for row in rows)
+
 
 _requested = os.environ.get("POSTGRES_ASYNC_IMPL", "auto").strip().lower()
 
 parse_data_rows: ParseDataRows = _py_buffer.parse_data_rows
+format_copy_rows: FormatCopyRows = format_copy_rows_python
 IMPLEMENTATION = "python"
 
 if _requested != "python":
     try:
-        from . import _speedups  # type: ignore[attr-defined]
+        # importlib rather than `from . import`: with no stub for the compiled module and a
+        # module __getattr__ in the package, mypy would mistype the name.
+        _speedups = importlib.import_module("postgres_async._speedups")
     except ImportError:
         if _requested == "c":
             raise ImportError(
@@ -32,5 +45,14 @@ if _requested != "python":
                 "not available (was the package built without a C compiler?)"
             ) from None
     else:
+        _c_format_copy_rows = _speedups.format_copy_rows
+        _to_text = _values.to_text
+
+        def format_copy_rows_c(rows: Iterable[Sequence[object]]) -> bytes:
+            # str, None and int are done in C; any other value goes through to_text.
+            data: bytes = _c_format_copy_rows(rows, _to_text)
+            return data
+
         parse_data_rows = _speedups.parse_data_rows
+        format_copy_rows = format_copy_rows_c
         IMPLEMENTATION = "c"
