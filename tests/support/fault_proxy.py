@@ -27,8 +27,9 @@ Listener modes: ``forward()`` (the default), ``refuse()`` (accept and close each
 connection at once), ``deaf()`` (never accept: connections wait in the listen backlog)
 and ``deaf(accept=True)`` (accept, never read or answer).
 
-Bytes forwarded are counted (``bytes_up``, ``bytes_down``, and per connection in
-``connections``); with ``record=True`` each connection also keeps the forwarded bytes
+Bytes forwarded and the writes that carried them are counted (``bytes_up``,
+``bytes_down``, ``writes_up``, ``writes_down``, and per connection in ``connections``);
+with ``record=True`` each connection also keeps the forwarded bytes
 (``ProxyConnection.forwarded(direction)``), e.g. to parse what the client was given.
 
 Bounds: every wait is bounded by the proxy's ``lifetime`` (a watchdog resets everything
@@ -190,6 +191,7 @@ class _Pipe:
         self.eof = False
         self.finished = False
         self.forwarded_count = 0
+        self.write_count = 0
         self.record: bytearray | None = bytearray() if link._proxy.record else None
         self.record_truncated = False
         self.wake = asyncio.Event()
@@ -282,6 +284,7 @@ class _Pipe:
         assert self.dest.transport is not None
         self.dest.transport.write(data)
         self.forwarded_count += len(data)
+        self.write_count += 1
         self.link._proxy._count(self.direction, len(data))
         record = self.record
         if record is not None and not self.record_truncated:
@@ -474,6 +477,9 @@ class FaultProxy:
         self.refused = 0
         self.bytes_up = 0
         self.bytes_down = 0
+        #: Socket writes the proxy made each way (a dribble makes one per byte).
+        self.writes_up = 0
+        self.writes_down = 0
         self.errors: list[str] = []
         self._port: int | None = None
         self._mode: _Mode = "forward"
@@ -584,8 +590,10 @@ class FaultProxy:
     def _count(self, direction: OneWay, size: int) -> None:
         if direction == "upstream":
             self.bytes_up += size
+            self.writes_up += 1
         else:
             self.bytes_down += size
+            self.writes_down += 1
 
     # --------------------------------------------------------------- listener
     def _set_accepting(self, on: bool) -> None:

@@ -341,7 +341,11 @@ async def test_dribble_writes_one_byte_at_a_time() -> None:
         t_writer.write(payload)
         await client.until(len(payload))
         assert bytes(client.data) == payload
-        assert max(client.sizes) == 1, client.sizes
+        assert proxy.writes_down == len(payload)
+        # Each byte was its own write and segment; the client read them one by one
+        # (a loaded kernel may merge a few, hence not all).
+        assert client.sizes.count(1) >= 0.9 * len(client.sizes), client.sizes
+        assert len(client.sizes) >= 0.9 * len(payload)
         assert time.monotonic() - started >= len(payload) * 0.001
         assert proxy.bytes_down == len(payload)
 
@@ -361,7 +365,7 @@ async def test_coalesce_merges_small_writes_into_one() -> None:
         client.transport.write(b"go")
         t_reader, t_writer = await target.accept()
         assert await read_exactly(t_reader, 2) == b"go"
-        proxy.coalesce(0.3, "downstream")
+        proxy.coalesce(0.5, "downstream")
         for i in range(20):
             t_writer.write(b"%02d" % i)
             await t_writer.drain()
@@ -369,6 +373,7 @@ async def test_coalesce_merges_small_writes_into_one() -> None:
         await client.until(40)
         assert bytes(client.data) == b"".join(b"%02d" % i for i in range(20))
         assert len(client.sizes) <= 2, client.sizes
+        assert proxy.writes_down <= 2
 
 
 # ----------------------------------------------------------------------------- cut_after
