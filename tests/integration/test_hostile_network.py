@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -325,10 +325,13 @@ async def test_refused_connection_fails_at_once_with_a_clear_error(
 
 
 # ---------------------------------------------------------------------- reset mid-stream
+@pytest.mark.parametrize("with_pushback", [False, True], ids=["no_pushback", "pushback"])
 @pytest.mark.parametrize("cut_at", [300_000, 1_000_003])
 async def test_reset_after_k_of_n_rows_delivers_exactly_the_k_rows_that_arrived(
-    server_kwargs: dict[str, Any], cut_at: int
+    server_kwargs: dict[str, Any], cut_at: int, with_pushback: bool
 ) -> None:
+    """With pushback, reading pauses every 1000 rows, so the reset often lands while the
+    client is not reading; the rows already in its kernel must still all be handled."""
     n = 100_000
     async with FaultProxy(*target(server_kwargs), record=True) as proxy:
         kwargs = proxy.connect_kwargs(server_kwargs, ssl_mode="disable")
@@ -343,10 +346,16 @@ async def test_reset_after_k_of_n_rows_delivers_exactly_the_k_rows_that_arrived(
                 seen += 1
                 last = values
 
+            def pushback() -> Awaitable[None] | None:
+                return asyncio.sleep(0.001) if seen % 1000 == 0 else None
+
             with pytest.raises(PgasyncError) as info:
                 async with asyncio.timeout(BOUND):
                     await conn.query(
-                        "SELECT g FROM generate_series(1, $1::int) g", [n], handle_row=handle_row
+                        "SELECT g FROM generate_series(1, $1::int) g",
+                        [n],
+                        handle_row=handle_row,
+                        pushback=pushback if with_pushback else None,
                     )
             link = proxy.connections[0]
             assert link.was_reset
