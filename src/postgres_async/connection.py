@@ -510,7 +510,9 @@ class Connection:
                 and op.callbacks_live
                 and not op.columns_delivered
             ):
-                op.columns_delivered = True
+                # Once per statement, even when a stray cancel makes us run it again;
+                # a simple query has one description per result set, each delivered.
+                op.columns_delivered = op.mode == _Mode.QUERY
                 try:
                     op.handle_columns(event.columns)
                 except Exception as exc:
@@ -1492,6 +1494,10 @@ async def _answer_auth(
     except ScramError as exc:
         raise client_error(PROTOCOL_VIOLATION, f"SCRAM authentication failed: {exc}") from None
     name = m.AUTH_NAMES.get(request.CODE, str(request.CODE))
+    if isinstance(request, m.AuthenticationSASLContinue | m.AuthenticationSASLFinal):
+        raise client_error(
+            PROTOCOL_VIOLATION, f"Authentication{name} arrived without a SASL exchange"
+        )
     raise client_error(INVALID_AUTHORIZATION, f"Server wants unimplemented auth subtype: {name}")
 
 
