@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import inspect
+import itertools
 import logging
 import warnings
 import weakref
@@ -901,7 +902,7 @@ class Connection:
     ) -> CommandComplete:
         """Run ``COPY ... FROM STDIN`` and send what ``feed_data`` yields as its data."""
         op = self._prepare(_Mode.COPY_IN, sql, parameters)
-        op.copy_feed = (feed_data, _raw_batch)
+        op.copy_feed = (feed_data, _raw_batch, False)
         result: CommandComplete = await self._run(op)
         return result
 
@@ -922,7 +923,7 @@ class Connection:
         columns = ", ".join(_values.quote_identifier(c) for c in column_names)
         sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT text)"
         op = self._prepare(_Mode.COPY_IN, sql, None)
-        op.copy_feed = (feed_data, _accel.format_copy_rows)
+        op.copy_feed = (feed_data, _accel.format_copy_rows, True)
         result: CommandComplete = await self._run(op)
         return result
 
@@ -1034,10 +1035,10 @@ class Connection:
     # ---------------------------------------------------------------------- COPY IN
     async def _feed_copy(self, op: _Operation) -> None:
         """Pull from feed_data and write CopyData until Finished/Abort or told to stop."""
-        feed, encode_batch = op.copy_feed
+        feed, encode_batch, rows = op.copy_feed
         stop = op.copy_stop
         assert stop is not None
-        writer = _CopyWriter(self, encode_batch, stop)
+        writer = _CopyWriter(self, encode_batch, stop, rows)
         end: bytes
         try:
             end = await writer.run(feed)
@@ -1062,18 +1063,21 @@ class _CopyWriter:
     full, so memory stays bounded however fast the feeder is.
     """
 
-    __slots__ = ("_batch", "_conn", "_encode", "_loop", "_sent_at", "_size", "_stop")
+    __slots__ = ("_batch", "_conn", "_encode", "_loop", "_rows", "_sent_at", "_size", "_stop")
 
     MAX_ITEMS = 1024
     MAX_BYTES = 256 * 1024
     MAX_HOLD = 0.05  # seconds an item may wait for its batch to fill
+    ROWS_PER_BATCH = 4096  # rows taken at once from a plain iterable
 
     def __init__(
         self,
         conn: Connection,
         encode: Callable[[list[Any]], bytes],
         stop: asyncio.Future[None],
+        rows: bool,
     ) -> None:
+        self._rows = rows
         self._conn = conn
         self._encode = encode
         self._stop = stop
@@ -1140,11 +1144,21 @@ class _CopyWriter:
                 if self._add(item):
                     await self._send()
         elif isinstance(feed, Iterable) and not isinstance(feed, str | bytes):
-            for item in feed:
-                if stop.done():
-                    break
-                if self._add(item):
+            if self._rows:
+                # Rows from a plain iterable: whole slices straight to the batch
+                # encoder, with no Python work per row here.
+                iterator = iter(feed)
+                while not stop.done():
+                    self._batch = list(itertools.islice(iterator, self.ROWS_PER_BATCH))
+                    if not self._batch:
+                        break
                     await self._send()
+            else:
+                for item in feed:
+                    if stop.done():
+                        break
+                    if self._add(item):
+                        await self._send()
         else:
             raise TypeError("feed_data must be a callable, an iterable or an async iterable")
         if not stop.done():
