@@ -136,6 +136,7 @@ async def _asyncio_strictness(request: pytest.FixtureRequest) -> AsyncIterator[N
     previous = loop.get_exception_handler()
     loop.set_exception_handler(handler)
     before = asyncio.all_tasks()
+    sockets_before = _open_sockets()
     try:
         yield
         current = asyncio.current_task()
@@ -147,16 +148,39 @@ async def _asyncio_strictness(request: pytest.FixtureRequest) -> AsyncIterator[N
             await asyncio.sleep(0)
         # A failed task nobody awaited is only reported when collected, often in a cycle.
         gc.collect()
+        # Transports close a loop iteration or two after close()/abort(); give them a
+        # moment before calling a socket left open.
+        new_sockets = _open_sockets() - sockets_before
+        for _ in range(_GRACE_ITERATIONS):
+            if not new_sockets:
+                break
+            await asyncio.sleep(0.02)
+            gc.collect()
+            new_sockets = _open_sockets() - sockets_before
     finally:
         loop.set_exception_handler(previous)
     problems = [f"task still pending at the end of the test: {task!r}" for task in leftover]
     problems += [_describe(context) for context in reported]
+    problems += [f"socket left open at the end of the test: {s}" for s in sorted(new_sockets)]
     if leftover:
         for task in leftover:
             task.cancel()
         await asyncio.wait(leftover, timeout=5)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _open_sockets() -> set[str]:
+    """This process's open sockets, as their /proc identities (socket:[inode])."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing itself, say)
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
 
 
 def _describe(context: dict[str, Any]) -> str:
