@@ -68,6 +68,9 @@ CONNECT_TIMEOUT = 5.0
 # How long a cut waits for the receiver's kernel to acknowledge the last bytes.
 CUT_DRAIN_TIMEOUT = 2.0
 _CUT_POLL = 0.001
+# Passes of one direction's forwarding loop (a write or a wake-up each) before the proxy
+# gives up on it as runaway: a 1-byte dribble of 50 MB would be absurd in a test.
+MAX_PASSES = 50_000_000
 _CLOSE_TIMEOUT = 2.0
 _ACCEPTS_PER_WAKEUP = 16
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -243,13 +246,15 @@ class _Pipe:
             self.link.reset()
 
     async def _forward(self) -> None:
-        # One pass per write; the proxy's lifetime watchdog bounds the whole loop.
-        while True:
-            while not self._can_write():
+        # One pass per write (or per wake-up while nothing can be written); the count is
+        # capped here and the time by the proxy's lifetime watchdog.
+        for _ in range(MAX_PASSES):
+            if not self._can_write():
                 if self.link.closing:
                     return
                 self.wake.clear()
                 await self.wake.wait()
+                continue
             policy = self.policy
             if policy.cut == 0:
                 await self.link._cut(self.dest)
@@ -263,7 +268,7 @@ class _Pipe:
                 return
             if policy.coalesce is not None:
                 await asyncio.sleep(policy.coalesce)  # let more arrive, then all at once
-                if not self._can_write() or policy.coalesce is None:
+                if not self._can_write() or policy.coalesce is None or policy.cut == 0:
                     continue
                 size = len(self.pending)
             elif policy.dribble is not None:
@@ -272,6 +277,8 @@ class _Pipe:
                 size = len(self.pending)
             if policy.cut is not None:
                 size = min(size, policy.cut)
+            if size == 0:
+                continue
             self._write(bytes(self.pending[:size]))
             del self.pending[:size]
             if policy.cut is not None:
@@ -279,6 +286,7 @@ class _Pipe:
             self.update_reading()
             if policy.dribble is not None and policy.cut != 0:
                 await asyncio.sleep(policy.dribble)
+        raise OverflowError(f"more than {MAX_PASSES} passes forwarding one direction")
 
     def _write(self, data: bytes) -> None:
         assert self.dest.transport is not None
@@ -415,8 +423,11 @@ class ProxyConnection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CUT_DRAIN_TIMEOUT
         if transport is not None:
-            while _unacknowledged(transport) and loop.time() < deadline:
-                if transport.is_closing():
+            # The kernel does not signal acknowledgements: poll, bounded in count and time.
+            for _ in range(int(CUT_DRAIN_TIMEOUT / _CUT_POLL)):
+                if not _unacknowledged(transport) or transport.is_closing():
+                    break
+                if loop.time() >= deadline:
                     break
                 await asyncio.sleep(_CUT_POLL)
             self.unacknowledged_at_cut = _unacknowledged(transport)
