@@ -62,15 +62,6 @@ def to_text(value: object, what: str) -> str | None:
     )
 
 
-def encode_text(text: str, what: str) -> bytes:
-    if "\0" in text:
-        raise ValueError(f"{what} must not contain a NUL character")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} is not encodable as UTF-8 (lone surrogate?)") from None
-
-
 def encode_parameters(
     parameters: Sequence[object] | None,
 ) -> tuple[tuple[str | None, ...], list[bytes | None]]:
