@@ -121,6 +121,7 @@ class ClosedGracefully:
 
 
 Status: TypeAlias = Open | Closing | Failed | ClosedGracefully
+_LIVE = (Open, Closing)  # the states in which operations may still be written
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +260,7 @@ class _Operation:
             self.warnings = []
         else:
             self.conversation = QueryConversation()
-        # Only plain statements that cannot enter COPY FROM STDIN may share the wire.
-        self.pipelinable = mode <= _Mode.EXPECT_NO_DATA and "COPY" not in sql.upper()
+        self.pipelinable = False  # set by Connection._prepare
 
     def set_error(self, error: PgasyncError) -> None:
         """The first error of an operation is its result; later ones are consequences."""
@@ -296,7 +296,7 @@ class Connection:
         self._terminate_sent = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._listeners: dict[str, list[NotificationCallback]] = {}
-        self._parse_cache: dict[str, bytes] = {}
+        self._parse_cache: dict[str, tuple[bytes, bool]] = {}
         self._tx_status = TransactionStatus.IDLE
         self.runtime_parameters: dict[str, str] = {}
         key = login.backend_key
@@ -414,7 +414,7 @@ class Connection:
 
     def _pump(self) -> None:
         """Consume every whole message in the buffer, unless pushback holds us."""
-        if self._paused or isinstance(self._status, Failed):
+        if self._paused or type(self._status) is Failed:
             return
         buffer = self._buffer
         inflight = self._inflight
@@ -503,6 +503,15 @@ class Connection:
 
     # --------------------------------------------------------------- operation flow
     def _on_event(self, op: _Operation, event: QueryEvent) -> None:
+        kind = type(event)
+        # The events of every query first, by identity: this runs several times a query.
+        if kind is Ready:
+            self._tx_status = event.status  # type: ignore[union-attr]
+            self._finish(op)
+            return
+        if kind is Completed:
+            self._completed(op, event.tag)  # type: ignore[union-attr]
+            return
         if isinstance(event, RowsStart):
             op.column_names = event.names
             if (
@@ -518,19 +527,6 @@ class Connection:
                     op.handle_columns(event.columns)
                 except Exception as exc:
                     op.user_exception = exc
-        elif isinstance(event, Completed):
-            command = _COMMAND_TAGS.get(event.tag)
-            if command is None:
-                command = CommandComplete.parse(event.tag)
-                if len(_COMMAND_TAGS) < 4096:
-                    _COMMAND_TAGS[event.tag] = command
-            op.command = command
-            if op.mode == _Mode.SIMPLE:
-                op.commands.append(op.command)
-            elif op.mode in (_Mode.EXPECT_NO_DATA, _Mode.COPY_OUT) and op.rows_seen:
-                op.set_error(client_error("21000", "query unexpectedly produced rows"))
-            elif op.mode == _Mode.COPY_IN and not op.copy_in_finished:
-                op.set_error(client_error("55000", "Query did not initiate copy-in mode"))
         elif isinstance(event, CopyInStart):
             self._copy_in_started(op)
         elif isinstance(event, CopyOutStart):
@@ -560,9 +556,23 @@ class Connection:
                 if not op.copy_in_finished:
                     op.copy_in_finished = True
                     self._write(m.Sync().encode())
-        elif isinstance(event, Ready):
-            self._tx_status = event.status
-            self._finish(op)
+
+    def _completed(self, op: _Operation, tag: str) -> None:
+        command = _COMMAND_TAGS.get(tag)
+        if command is None:
+            command = CommandComplete.parse(tag)
+            if len(_COMMAND_TAGS) < 4096:
+                _COMMAND_TAGS[tag] = command
+        op.command = command
+        mode = op.mode
+        if mode == _Mode.QUERY:
+            return
+        if mode == _Mode.SIMPLE:
+            op.commands.append(command)
+        elif mode in (_Mode.EXPECT_NO_DATA, _Mode.COPY_OUT) and op.rows_seen:
+            op.set_error(client_error("21000", "query unexpectedly produced rows"))
+        elif mode == _Mode.COPY_IN and not op.copy_in_finished:
+            op.set_error(client_error("55000", "Query did not initiate copy-in mode"))
 
     def _copy_in_started(self, op: _Operation) -> None:
         if op.mode == _Mode.SIMPLE:
@@ -676,7 +686,8 @@ class Connection:
 
     def _finish(self, op: _Operation) -> None:
         self._inflight.popleft()
-        self._stop_copy_feeder(op)
+        if op.copy_feeder is not None:
+            self._stop_copy_feeder(op)
         if op.retry:
             self._requeue(op)
         else:
@@ -739,13 +750,19 @@ class Connection:
         that cannot start COPY FROM STDIN (which would swallow what follows as copy
         data), and the last one has no cancel pending.
         """
-        if not isinstance(self._status, Open | Closing):
+        inflight = self._inflight
+        waiting = self._waiting
+        if not waiting:
+            if not inflight and type(self._status) is Closing and not self._terminate_sent:
+                # The server answers Terminate by closing; connection_lost completes it.
+                self._terminate_sent = True
+                self._write(m.Terminate().encode())
+            return
+        if type(self._status) not in _LIVE:
             return
         cancel = self._cancel_in_flight
         if cancel is not None and not cancel.done():
             return
-        inflight = self._inflight
-        waiting = self._waiting
         while waiting:
             op = waiting[0]
             if inflight:
@@ -762,12 +779,6 @@ class Connection:
                 op.tx_before = self._tx_status
                 inflight.append(op)
                 self._write(op.wire)
-        if inflight:
-            return
-        if isinstance(self._status, Closing) and not self._terminate_sent:
-            # The server answers Terminate by closing; connection_lost completes the close.
-            self._terminate_sent = True
-            self._write(m.Terminate().encode())
 
     @staticmethod
     def _drop_pushback(op: _Operation) -> None:
@@ -1011,14 +1022,17 @@ class Connection:
 
     # ------------------------------------------------------------------------ build
     def _prepare(self, mode: int, sql: str, parameters: Sequence[object] | None) -> _Operation:
-        parse = self._parse_cache.get(sql)
-        if parse is None:
+        cached = self._parse_cache.get(sql)
+        if cached is None:
             if not isinstance(sql, str):
                 raise TypeError(f"sql must be str, not {type(sql).__name__}")
-            parse = m.encode_parse(sql)
+            # Only statements that cannot enter COPY FROM STDIN may share the wire: a
+            # COPY would read whatever follows it as data.
+            cached = (m.encode_parse(sql), "COPY" not in sql.upper())
             if len(self._parse_cache) >= _PARSE_CACHE_SIZE:
                 self._parse_cache.clear()
-            self._parse_cache[sql] = parse
+            self._parse_cache[sql] = cached
+        parse, plain = cached
         if parameters:
             texts, wire_params = _values.encode_parameters(parameters)
             if len(wire_params) > m.MAX_PARAMETERS:
@@ -1030,7 +1044,9 @@ class Connection:
         else:
             texts = ()
             wire = parse + _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC
-        return _Operation(mode, sql, texts, wire, self._loop.create_future())
+        op = _Operation(mode, sql, texts, wire, self._loop.create_future())
+        op.pipelinable = plain and mode <= _Mode.EXPECT_NO_DATA
+        return op
 
     # ---------------------------------------------------------------------- COPY IN
     async def _feed_copy(self, op: _Operation) -> None:
