@@ -1007,7 +1007,14 @@ class Connection:
                 self._start_cancel_request()
             self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_timed_out)
             self._send_next()
-        await self.close_finished()
+        try:
+            await self.close_finished()
+        finally:
+            # A CancelRequest still on its way (bounded by its own timeout) is part of
+            # closing: nothing of this connection outlives close().
+            cancel = self._cancel_in_flight
+            if cancel is not None and not cancel.done():
+                await asyncio.wait((cancel,))
 
     def _close_timed_out(self) -> None:
         if isinstance(self._status, Closing):
