@@ -2,11 +2,14 @@
 
 How a connection works
 ----------------------
-* Every operation (query, query_expect_no_data, COPY IN) is an ``_Operation`` in a FIFO.
-  It is written in one go (Parse, Bind, Describe, Execute, Sync) when it reaches the
-  head, and it owns every server message up to its ReadyForQuery; then the next one is
-  written. Because each ends with Sync and is read to ReadyForQuery whatever happens,
-  a server error in one never leaks into the next.
+* Every operation (query, query_expect_no_data, COPY, simple query) is an
+  ``_Operation`` in a FIFO. Its messages are written in one go (Parse, Bind, Describe,
+  Execute, Sync) and it owns every server message up to its ReadyForQuery. Because each
+  ends with Sync and is read to ReadyForQuery whatever happens, a server error in one
+  never leaks into the next.
+* Plain statements are pipelined: written behind unfinished ones rather than after
+  them. Anything that could start COPY FROM STDIN is written only when the wire is free
+  and nothing is written behind it (a COPY would read what follows as data).
 * Reading never stops while the connection is open, so notifications, ParameterStatus,
   notices and the server's goodbye (EOF, a FATAL error) are seen while idle too. The
   only pause is pushback: while a user's pushback is pending the socket is not read, so
@@ -14,8 +17,9 @@ How a connection works
 * Received bytes are handled inside ``data_arrived`` with no task switch: all complete
   DataRows in the buffer are decoded as one batch and given to ``handle_row`` in a loop.
 * A cancelled caller gets its CancelledError at once; its statement is cancelled with a
-  CancelRequest and drained in the background. The next operation is not written before
-  the server has closed the cancel connection, so a cancel never hits a later statement.
+  CancelRequest and drained in the background. Nothing more is written before the
+  server has closed the cancel connection, so a cancel never reaches a statement sent
+  after it; for one already pipelined behind, see ``Connection._send_cancel_for``.
 """
 
 from __future__ import annotations
@@ -94,7 +98,6 @@ ROW_BATCH = 4096
 _NOTICE = ord("N")
 _PARAMETER_STATUS = ord("S")
 _NOTIFICATION = ord("A")
-_ERROR = ord("E")
 _ASYNC_TYPES = frozenset((_NOTICE, _PARAMETER_STATUS, _NOTIFICATION))
 
 
@@ -232,13 +235,13 @@ class _Operation:
     copy_feed: Any = None
     copy_feeder: asyncio.Task[None] | None = None
     copy_in_finished = False
+    copy_stop: asyncio.Future[None] | None = None
     # Pipelined behind an operation we sent a CancelRequest for: the cancel may land
     # on this one instead, which is then repeated (see Connection._send_cancel_for).
     exposed_to_cancel = False
     retry = False
     columns_delivered = False
     tx_before: TransactionStatus = TransactionStatus.IDLE
-    copy_stop: asyncio.Future[None] | None = None
 
     def __init__(
         self,
