@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import struct
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,8 @@ import pytest_asyncio
 
 import postgres_async as pg
 from postgres_async.testing import TEST_PASSWORD, PostgresServer
+from support import assert_usable, backend_message, close_quietly, fetch_rows, ignore_row
 
-Row = tuple[str | None, ...]
 BadCall = Callable[[pg.Connection], Awaitable[object]]
 
 #: Seconds any single scenario may take.
@@ -44,47 +44,6 @@ SETTLE = 0.2
 
 
 # ------------------------------------------------------------------------------ helpers
-def ignore_row(_names: tuple[str, ...], _values: Row) -> None:
-    pass
-
-
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-async def assert_usable(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    was_open = isinstance(conn.status, pg.Open)
-    try:
-        await conn.close()
-    except pg.PgasyncError:
-        if was_open:
-            raise
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-def backend_message(type_byte: bytes, payload: bytes = b"") -> bytes:
-    return type_byte + struct.pack("!I", len(payload) + 4) + payload
-
-
 LOGIN_OK = (
     backend_message(b"R", struct.pack("!I", 0))
     + backend_message(b"K", struct.pack("!II", 4242, 99))
@@ -348,7 +307,7 @@ async def test_bad_query_input_refused_before_sending(
             await assert_usable(conn)
             with pytest.raises(exception):
                 await call(conn)
-            assert await fetch(conn, "SELECT count(*) FROM t") == [("0",)]
+            assert await fetch_rows(conn, "SELECT count(*) FROM t") == [("0",)]
             await assert_usable(conn)
         finally:
             await close_quietly(conn)
@@ -422,7 +381,7 @@ async def test_bad_copy_row_aborts_copy(
         feed = _feed_variants(rows_then(bad_row))[feed_kind]
         with pytest.raises(exception):
             await conn.copy_in_rows("t", ["a", "b"], feed_data=feed)
-        assert await fetch(conn, "SELECT count(*) FROM t") == [("0",)]
+        assert await fetch_rows(conn, "SELECT count(*) FROM t") == [("0",)]
         await assert_usable(conn)
         # The table still takes a good COPY afterwards.
         done = await conn.copy_in_rows("t", ["a", "b"], feed_data=[["ok", 1]])
@@ -437,7 +396,7 @@ async def test_bad_copy_row_after_many_good_ones(copy_conn: pg.Connection) -> No
     async with asyncio.timeout(BOUND):
         with pytest.raises(TypeError):
             await conn.copy_in_rows("t", ["a", "b"], feed_data=rows)
-        assert await fetch(conn, "SELECT count(*) FROM t") == [("0",)]
+        assert await fetch_rows(conn, "SELECT count(*) FROM t") == [("0",)]
         await assert_usable(conn)
 
 
@@ -449,7 +408,7 @@ async def test_bad_raw_copy_chunk_aborts_copy(copy_conn: pg.Connection, chunk: o
     async with asyncio.timeout(BOUND):
         with pytest.raises(expected):
             await conn.copy_in_raw("COPY t (a, b) FROM STDIN", feed_data=chunks)
-        assert await fetch(conn, "SELECT count(*) FROM t") == [("0",)]
+        assert await fetch_rows(conn, "SELECT count(*) FROM t") == [("0",)]
         await assert_usable(conn)
 
 
@@ -459,7 +418,7 @@ async def test_refused_call_leaves_the_same_sql_usable(conn: pg.Connection) -> N
     async with asyncio.timeout(BOUND):
         with pytest.raises(ValueError, match="NUL"):
             await conn.query("SELECT $1::text AS " + name, ["a\x00"], handle_row=ignore_row)
-        assert await fetch(conn, "SELECT $1::text AS " + name, ["a"]) == [("a",)]
+        assert await fetch_rows(conn, "SELECT $1::text AS " + name, ["a"]) == [("a",)]
         with pytest.raises(ValueError, match="UTF-8"):
             await conn.query("SELECT $1::text AS " + name, ["\ud800"], handle_row=ignore_row)
-        assert await fetch(conn, "SELECT $1::text AS " + name, ["b"]) == [("b",)]
+        assert await fetch_rows(conn, "SELECT $1::text AS " + name, ["b"]) == [("b",)]

@@ -19,80 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
-
-Row = tuple[str | None, ...]
+from support import (
+    Row,
+    assert_usable,
+    fetch_rows,
+    ignore_row,
+    open_socket_count,
+    wait_until_running,
+)
 
 
 # ------------------------------------------------------------------------------ helpers
-def ignore_row(_names: tuple[str, ...], _values: Row) -> None:
-    pass
-
-
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-async def assert_usable(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    was_open = isinstance(conn.status, pg.Open)
-    try:
-        await conn.close()
-    except pg.PgasyncError:
-        if was_open:
-            raise
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-@pytest_asyncio.fixture
-async def observer(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    """A second connection, to look at the first from the server's side."""
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-def open_sockets() -> int:
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                count += 1
-        except OSError:
-            continue
-    return count
-
-
 def other_tasks() -> set[asyncio.Task[Any]]:
     current = asyncio.current_task()
     return {task for task in asyncio.all_tasks() if task is not current}
@@ -108,21 +54,6 @@ async def settle_tasks(before: set[asyncio.Task[Any]], within: float = 2.0) -> N
         if time.monotonic() > deadline:
             pytest.fail(f"tasks left behind: {leftover!r}")
         await asyncio.sleep(0.01)
-
-
-async def wait_for_state(
-    observer: pg.Connection, pid: int | None, pattern: str, within: float = 5.0
-) -> None:
-    """Until backend ``pid`` is active on a statement matching LIKE ``pattern``."""
-    assert pid is not None
-    sql = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE pid = $1 AND state = 'active' AND query LIKE $2"
-    )
-    async with asyncio.timeout(within):
-        # Polling another server process: there is no event to wait for.
-        while await fetch(observer, sql, [pid, pattern]) != [("1",)]:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def finished_within(task: asyncio.Task[Any], seconds: float) -> None:
@@ -147,7 +78,7 @@ async def test_tiny_timeouts_never_leave_a_stale_cancel(conn: pg.Connection) -> 
             except TimeoutError:
                 timeouts += 1
             try:
-                rows = await fetch(conn, "SELECT $1::int, 'round'", [i])
+                rows = await fetch_rows(conn, "SELECT $1::int, 'round'", [i])
             except pg.PgasyncError as exc:
                 pytest.fail(f"round {i} (timeout {limit * 1000:.0f} ms): {exc}")
             assert rows == [(str(i), "round")], f"round {i}: {rows!r}"
@@ -161,7 +92,7 @@ async def test_tiny_timeouts_with_a_query_queued_behind(conn: pg.Connection) -> 
     async with asyncio.timeout(60):
         for i in range(200):
             limit = 0.001 + (i % 10) * 0.001
-            follow = asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i]))
+            follow = asyncio.ensure_future(fetch_rows(conn, "SELECT $1::int", [i]))
             try:
                 async with asyncio.timeout(limit):
                     await conn.query("SELECT pg_sleep(0.05)", handle_row=ignore_row)
@@ -172,7 +103,7 @@ async def test_tiny_timeouts_with_a_query_queued_behind(conn: pg.Connection) -> 
             # The slow statement went out first with the follow-up pipelined behind it;
             # the follow-up must get its own answer, not 57014.
             assert await follow == [(str(i),)], f"round {i}"
-            assert await fetch(conn, "SELECT $1::int + 1", [i]) == [(str(i + 1),)]
+            assert await fetch_rows(conn, "SELECT $1::int + 1", [i]) == [(str(i + 1),)]
 
 
 async def test_timeout_after_follow_up_is_queued(conn: pg.Connection) -> None:
@@ -181,7 +112,7 @@ async def test_timeout_after_follow_up_is_queued(conn: pg.Connection) -> None:
         for i in range(100):
             slow = asyncio.ensure_future(conn.query("SELECT pg_sleep(0.05)", handle_row=ignore_row))
             await asyncio.sleep(0)  # slow is in flight first
-            follow = asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i]))
+            follow = asyncio.ensure_future(fetch_rows(conn, "SELECT $1::int", [i]))
             await asyncio.sleep(0.001 + (i % 10) * 0.001)
             slow.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -235,7 +166,7 @@ async def test_cancel_during_pushback(conn: pg.Connection, kind: str) -> None:
             await task
         assert time.monotonic() - cancelled_at < 0.25
         assert seen == list(range(1, 101)), "handle_row ran after the cancel"
-        rows = await fetch(conn, "SELECT g FROM generate_series(1, 5) g")
+        rows = await fetch_rows(conn, "SELECT g FROM generate_series(1, 5) g")
         assert rows == [(str(g),) for g in range(1, 6)]
         await assert_usable(conn)
         # The client dropped what it awaited for us; our own future we settle ourselves.
@@ -269,7 +200,7 @@ async def test_cancel_during_pushback_with_queued_queries(conn: pg.Connection) -
             )
         )
         await blocked.wait()
-        queued = [asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i])) for i in range(20)]
+        queued = [asyncio.ensure_future(fetch_rows(conn, "SELECT $1::int", [i])) for i in range(20)]
         await asyncio.sleep(0.05)
         assert not any(q.done() for q in queued)
         task.cancel()
@@ -351,7 +282,7 @@ async def test_cancel_during_copy_in(
         feed = feed_variants(5000, loop)[kind]
         task = asyncio.ensure_future(conn.copy_in_rows(table, ["a"], feed_data=feed))
         async with asyncio.timeout(15):
-            await wait_for_state(observer, conn.backend_pid, "COPY%")
+            await wait_until_running(observer, conn.backend_pid, "COPY%", within=5.0, interval=0.01)
             await asyncio.sleep(0.2)  # the feeder has sent its rows and now waits
             assert not task.done()
             cancelled_at = time.monotonic()
@@ -359,8 +290,8 @@ async def test_cancel_during_copy_in(
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert time.monotonic() - cancelled_at < 0.25
-            assert await fetch(conn, f"SELECT count(*) FROM {table}") == [("0",)]
-            assert await fetch(observer, f"SELECT count(*) FROM {table}") == [("0",)]
+            assert await fetch_rows(conn, f"SELECT count(*) FROM {table}") == [("0",)]
+            assert await fetch_rows(observer, f"SELECT count(*) FROM {table}") == [("0",)]
             await assert_usable(conn)
             # A COPY after the cancelled one works.
             done = await conn.copy_in_rows(table, ["a"], feed_data=[["7"], ["8"]])
@@ -376,11 +307,11 @@ async def test_cancel_during_close_with_query_in_flight(
 ) -> None:
     """close() waits for the in-flight query; cancelling it must not leave the
     connection half-closed: it still ends closed (or failed), nothing is left open."""
-    sockets_before = open_sockets()
+    sockets_before = open_socket_count()
     before = other_tasks()
     conn = await pg.connect(**server_kwargs)
     async with asyncio.timeout(10):
-        query = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(0.5), 'done'"))
+        query = asyncio.ensure_future(fetch_rows(conn, "SELECT pg_sleep(0.5), 'done'"))
         await asyncio.sleep(0.05)
         closing = asyncio.ensure_future(conn.close())
         await asyncio.sleep(0.05)
@@ -397,7 +328,7 @@ async def test_cancel_during_close_with_query_in_flight(
         if isinstance(conn.status, pg.Failed):
             assert conn.status.resources_released
         await settle_tasks(before)
-    assert open_sockets() == sockets_before
+    assert open_socket_count() == sockets_before
 
 
 @pytest.mark.parametrize("steps", [0, 1, 2, 5])
@@ -405,7 +336,7 @@ async def test_cancel_during_close_of_idle_connection(
     server_kwargs: dict[str, Any], steps: int
 ) -> None:
     """Cancelled after ``steps`` loop iterations of close(): still ends closed."""
-    sockets_before = open_sockets()
+    sockets_before = open_socket_count()
     before = other_tasks()
     conn = await pg.connect(**server_kwargs)
     async with asyncio.timeout(10):
@@ -428,15 +359,15 @@ async def test_cancel_during_close_of_idle_connection(
             with pytest.raises(pg.PgasyncError):
                 again.result()
         await settle_tasks(before)
-    assert open_sockets() == sockets_before
+    assert open_socket_count() == sockets_before
 
 
 # --------------------------------------------------------- close with a query in flight
 async def test_close_with_query_in_flight_is_bounded(server_kwargs: dict[str, Any]) -> None:
-    sockets_before = open_sockets()
+    sockets_before = open_socket_count()
     conn = await pg.connect(**server_kwargs)
     async with asyncio.timeout(10):
-        query = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(5)"))
+        query = asyncio.ensure_future(fetch_rows(conn, "SELECT pg_sleep(5)"))
         await asyncio.sleep(0.1)
         started = time.monotonic()
         closing = asyncio.ensure_future(conn.close())
@@ -453,16 +384,16 @@ async def test_close_with_query_in_flight_is_bounded(server_kwargs: dict[str, An
             assert isinstance(closing.exception(), pg.PgasyncError)
         assert isinstance(conn.status, pg.ClosedGracefully | pg.Failed)
         with pytest.raises(pg.PgasyncError, match=r"closed by user|previously-failed"):
-            await fetch(conn, "SELECT 1")
-    assert open_sockets() == sockets_before
+            await fetch_rows(conn, "SELECT 1")
+    assert open_socket_count() == sockets_before
 
 
 async def test_close_with_queued_queries(server_kwargs: dict[str, Any]) -> None:
     """A query in flight and more queued behind it: every one gets a clear outcome."""
     conn = await pg.connect(**server_kwargs)
     async with asyncio.timeout(10):
-        running = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(5)"))
-        queued = [asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i])) for i in range(5)]
+        running = asyncio.ensure_future(fetch_rows(conn, "SELECT pg_sleep(5)"))
+        queued = [asyncio.ensure_future(fetch_rows(conn, "SELECT $1::int", [i])) for i in range(5)]
         await asyncio.sleep(0.1)
         closing = asyncio.ensure_future(conn.close())
         await finished_within(closing, 1.5)
@@ -481,7 +412,7 @@ async def test_close_with_cancel_before_close(server_kwargs: dict[str, Any]) -> 
     close is graceful, well within the bound."""
     conn = await pg.connect(**server_kwargs)
     async with asyncio.timeout(10):
-        query = asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(5)"))
+        query = asyncio.ensure_future(fetch_rows(conn, "SELECT pg_sleep(5)"))
         await asyncio.sleep(0.1)
         closing = asyncio.ensure_future(conn.close(try_cancel_statement_before_close=True))
         await finished_within(closing, 1.5)
@@ -502,7 +433,7 @@ async def test_pipelined_tasks_each_see_their_own_outcome(conn: pg.Connection) -
         for i in range(200):
             divisor = 0 if i % 7 == 0 else 1
             try:
-                rows = await fetch(
+                rows = await fetch_rows(
                     conn,
                     "SELECT $1::int, $2::int, 100 / $3::int",
                     [task_id, i, divisor],
@@ -528,7 +459,9 @@ async def test_deep_pipeline_completes_in_submission_order(conn: pg.Connection) 
 
     async def one(i: int) -> str:
         try:
-            rows = await fetch(conn, "SELECT $1::int, 10 / $2::int", [i, 0 if i % 7 == 0 else 2])
+            rows = await fetch_rows(
+                conn, "SELECT $1::int, 10 / $2::int", [i, 0 if i % 7 == 0 else 2]
+            )
         except pg.PgasyncError as exc:
             completed.append(i)
             return str(exc.postgres_error_code)
@@ -548,7 +481,8 @@ async def test_cancel_one_pipelined_query_not_at_head(conn: pg.Connection) -> No
     Only it is affected: a stray CancelRequest would give another one 57014."""
     async with asyncio.timeout(10):
         tasks = [
-            asyncio.ensure_future(fetch(conn, f"SELECT pg_sleep(0.2), '{name}'")) for name in "abcd"
+            asyncio.ensure_future(fetch_rows(conn, f"SELECT pg_sleep(0.2), '{name}'"))
+            for name in "abcd"
         ]
         await asyncio.sleep(0.05)  # all four are written; "a" is running
         tasks[1].cancel()
@@ -564,7 +498,7 @@ async def test_cancel_many_pipelined_queries(conn: pg.Connection) -> None:
     """Every third of 60 pipelined queries cancelled at once: the others are intact."""
     async with asyncio.timeout(20):
         tasks = [
-            asyncio.ensure_future(fetch(conn, "SELECT pg_sleep(0.01), $1::int", [i]))
+            asyncio.ensure_future(fetch_rows(conn, "SELECT pg_sleep(0.01), $1::int", [i]))
             for i in range(60)
         ]
         await asyncio.sleep(0.005)
@@ -604,7 +538,7 @@ async def test_pushback_of_one_pipelined_query_holds_the_others(conn: pg.Connect
                 pushback=pushback,
             )
         )
-        behind = [asyncio.ensure_future(fetch(conn, "SELECT $1::int", [i])) for i in range(10)]
+        behind = [asyncio.ensure_future(fetch_rows(conn, "SELECT $1::int", [i])) for i in range(10)]
         await blocked.wait()
         await asyncio.sleep(0.3)
         assert not head.done()
@@ -628,7 +562,7 @@ async def test_random_cancellations_never_cross_wires(conn: pg.Connection) -> No
 
     async def one(i: int, sleep: float, divisor: int) -> None:
         try:
-            rows = await fetch(
+            rows = await fetch_rows(
                 conn, "SELECT pg_sleep($1), $2::int, 6 / $3::int", [sleep, i, divisor]
             )
         except pg.PgasyncError as exc:
@@ -692,7 +626,7 @@ async def test_cancel_copy_in_while_rows_stream(
         feed: Any = endless_rows() if kind == "iterator" else endless_rows_async()
         task = asyncio.ensure_future(conn.copy_in_rows(table, ["a"], feed_data=feed))
         async with asyncio.timeout(15):
-            await wait_for_state(observer, conn.backend_pid, "COPY%")
+            await wait_until_running(observer, conn.backend_pid, "COPY%", within=5.0, interval=0.01)
             await asyncio.sleep(0.3)  # some megabytes of rows are on their way
             assert not task.done()
             cancelled_at = time.monotonic()
@@ -700,7 +634,7 @@ async def test_cancel_copy_in_while_rows_stream(
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert time.monotonic() - cancelled_at < 0.25
-            assert await fetch(conn, f"SELECT count(*) FROM {table}") == [("0",)]
+            assert await fetch_rows(conn, f"SELECT count(*) FROM {table}") == [("0",)]
             await assert_usable(conn)
             await settle_tasks(before)
     finally:
@@ -714,7 +648,7 @@ async def test_close_while_pushback_blocks_is_bounded(server_kwargs: dict[str, A
     loop = asyncio.get_running_loop()
     gate: asyncio.Future[None] = loop.create_future()
     blocked = asyncio.Event()
-    sockets_before = open_sockets()
+    sockets_before = open_socket_count()
     conn = await pg.connect(**server_kwargs)
 
     def pushback() -> Awaitable[None] | None:
@@ -739,7 +673,7 @@ async def test_close_while_pushback_blocks_is_bounded(server_kwargs: dict[str, A
         assert isinstance(conn.status, pg.ClosedGracefully | pg.Failed)
     gate.cancel()
     await asyncio.sleep(0.01)
-    assert open_sockets() == sockets_before
+    assert open_socket_count() == sockets_before
 
 
 async def test_concurrent_closes_share_one_outcome(server_kwargs: dict[str, Any]) -> None:

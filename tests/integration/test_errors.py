@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
 from postgres_async.errors import PgasyncError, PostgresField
-
-Row = tuple[str | None, ...]
+from support import assert_healthy, fetch_rows
 
 PARSING = "Postgres Server Error (state=Parsing)"
 EXECUTING = "Postgres Server Error (state=Executing)"
@@ -26,55 +24,12 @@ AFTER_COMPLETE = "Error waiting for ReadyForQuery (after query execution finishe
 ASYNC_DEAD = "ErrorResponse received asynchronously, assuming connection is dead"
 
 
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    """Close; a connection a test left failed on purpose may raise its failure."""
-    was_open = isinstance(conn.status, pg.Open)
-    try:
-        await conn.close()
-    except PgasyncError:
-        if was_open:
-            raise
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-@pytest_asyncio.fixture
-async def other_conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-async def assert_healthy(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT 1") == [("1",)]
-
-
 async def server_error(
     conn: pg.Connection, sql: str, params: Sequence[object] | None = None
 ) -> PgasyncError:
     """The PgasyncError a query raises (fails the test if it succeeds)."""
     with pytest.raises(PgasyncError) as info:
-        await fetch(conn, sql, params)
+        await fetch_rows(conn, sql, params)
     return info.value
 
 
@@ -103,7 +58,7 @@ async def test_error_code_erased_on_dead_connection(
 ) -> None:
     pid = conn.backend_pid
     assert pid is not None
-    assert await fetch(other_conn, "SELECT pg_terminate_backend($1)", [pid]) == [("t",)]
+    assert await fetch_rows(other_conn, "SELECT pg_terminate_backend($1)", [pid]) == [("t",)]
 
     with pytest.raises(PgasyncError) as info:
         async with asyncio.timeout(5):
@@ -150,7 +105,7 @@ async def test_query_on_connection_closed_by_user(server_kwargs: dict[str, Any])
     await conn.close()
     assert conn.status == pg.ClosedGracefully()
     with pytest.raises(PgasyncError) as info:
-        await fetch(conn, "SELECT 1")
+        await fetch_rows(conn, "SELECT 1")
     err = info.value
     assert err.postgres_error_code == "08003"
     assert "query issued against connection closed by user" in str(err)
@@ -274,7 +229,7 @@ async def test_error_at_implicit_commit(conn: pg.Connection) -> None:
     assert err.postgres_error_code == "23503"
     assert err.phase == AFTER_COMPLETE
     assert str(err).startswith(f'query "{sql}": {AFTER_COMPLETE}: ERROR 23503: ')
-    assert await fetch(conn, "SELECT count(*) FROM child") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM child") == [("0",)]
     await assert_healthy(conn)
 
 
@@ -310,12 +265,12 @@ async def test_client_error_with_original_error_pickles(
     conn: pg.Connection, other_conn: pg.Connection
 ) -> None:
     pid = conn.backend_pid
-    assert await fetch(other_conn, "SELECT pg_terminate_backend($1)", [pid]) == [("t",)]
+    assert await fetch_rows(other_conn, "SELECT pg_terminate_backend($1)", [pid]) == [("t",)]
     with pytest.raises(PgasyncError):
         async with asyncio.timeout(5):
             await conn.close_finished()
     with pytest.raises(PgasyncError) as info:
-        await fetch(conn, "SELECT 1")
+        await fetch_rows(conn, "SELECT 1")
     err = info.value
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is type(err)

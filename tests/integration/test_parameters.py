@@ -16,15 +16,12 @@ import enum
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
-
-Row = tuple[str | None, ...]
+from support import Row, assert_healthy, fetch_rows
 
 UTC = datetime.UTC
 PLUS_2 = datetime.timezone(datetime.timedelta(hours=2))
@@ -34,39 +31,6 @@ SOME_UUID = uuid.UUID("12345678-9abc-def0-1234-56789abcdef0")
 
 
 # ------------------------------------------------------------------------------ helpers
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    was_open = isinstance(conn.status, pg.Open)
-    try:
-        await conn.close()
-    except pg.PgasyncError:
-        if was_open:
-            raise
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-async def assert_healthy(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT 1") == [("1",)]
-
-
 async def assert_refused_before_sending(
     conn: pg.Connection,
     attempts: Sequence[Callable[[], Awaitable[object]]],
@@ -74,7 +38,7 @@ async def assert_refused_before_sending(
 ) -> list[Exception]:
     """Each attempt raises exc_type at once, while another statement is still running
     (so it was neither queued nor sent); the connection is fine afterwards."""
-    sleeper = asyncio.create_task(fetch(conn, "SELECT pg_sleep(0.3)::text, 'sleeper'"))
+    sleeper = asyncio.create_task(fetch_rows(conn, "SELECT pg_sleep(0.3)::text, 'sleeper'"))
     await asyncio.sleep(0.05)
     raised: list[Exception] = []
     try:
@@ -199,7 +163,7 @@ async def test_parameter_round_trip(
 ) -> None:
     if expected is None and isinstance(value, str):
         expected = value
-    assert await fetch(conn, sql, [value]) == [(expected,)]
+    assert await fetch_rows(conn, sql, [value]) == [(expected,)]
 
 
 async def test_parameter_types_inferred_from_columns(conn: pg.Connection) -> None:
@@ -223,7 +187,7 @@ async def test_parameter_types_inferred_from_columns(conn: pg.Connection) -> Non
     placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
     cc = await conn.query_expect_no_data(f"INSERT INTO t VALUES ({placeholders})", values)
     assert cc == pg.CommandComplete("INSERT", 1)
-    rows = await fetch(
+    rows = await fetch_rows(
         conn,
         "SELECT i, f, n, b, d, tm, ts, (tz AT TIME ZONE 'UTC')::text, u, by, s FROM t",
     )
@@ -245,11 +209,11 @@ async def test_parameter_types_inferred_from_columns(conn: pg.Connection) -> Non
 
 
 async def test_parameters_as_tuple_and_other_sequences(conn: pg.Connection) -> None:
-    assert await fetch(conn, "SELECT $1::int + $2::int", (1, 2)) == [("3",)]
-    assert await fetch(conn, "SELECT $1::text || $2::text", ("a", None)) == [(None,)]
-    assert await fetch(conn, "SELECT $1::int * 2", range(21, 22)) == [("42",)]
-    assert await fetch(conn, "SELECT 'none'", ()) == [("none",)]
-    assert await fetch(conn, "SELECT 'none'", []) == [("none",)]
+    assert await fetch_rows(conn, "SELECT $1::int + $2::int", (1, 2)) == [("3",)]
+    assert await fetch_rows(conn, "SELECT $1::text || $2::text", ("a", None)) == [(None,)]
+    assert await fetch_rows(conn, "SELECT $1::int * 2", range(21, 22)) == [("42",)]
+    assert await fetch_rows(conn, "SELECT 'none'", ()) == [("none",)]
+    assert await fetch_rows(conn, "SELECT 'none'", []) == [("none",)]
 
 
 async def test_string_is_not_a_parameter_sequence(conn: pg.Connection) -> None:
@@ -257,8 +221,8 @@ async def test_string_is_not_a_parameter_sequence(conn: pg.Connection) -> None:
     await assert_refused_before_sending(
         conn,
         [
-            lambda: fetch(conn, "SELECT $1::text", "ab"),
-            lambda: fetch(conn, "SELECT $1::text", b"ab"),
+            lambda: fetch_rows(conn, "SELECT $1::text", "ab"),
+            lambda: fetch_rows(conn, "SELECT $1::text", b"ab"),
         ],
         TypeError,
     )
@@ -282,7 +246,7 @@ async def test_unsupported_parameter_type_raises_type_error(
     raised = await assert_refused_before_sending(
         conn,
         [
-            lambda: fetch(conn, "SELECT $1::text", [value]),
+            lambda: fetch_rows(conn, "SELECT $1::text", [value]),
             lambda: conn.query_expect_no_data("SELECT $2::text", ["ok", value]),
             lambda: conn.copy_in_raw("COPY nothing FROM STDIN", [value], feed_data=[]),
         ],
@@ -295,29 +259,29 @@ async def test_nul_in_sql_or_parameter_raises_value_error(conn: pg.Connection) -
     await assert_refused_before_sending(
         conn,
         [
-            lambda: fetch(conn, "SELECT 'a\0b'"),
-            lambda: fetch(conn, "SELECT $1::text", ["a\0b"]),
+            lambda: fetch_rows(conn, "SELECT 'a\0b'"),
+            lambda: fetch_rows(conn, "SELECT $1::text", ["a\0b"]),
             lambda: conn.query_expect_no_data("SELECT $1::text", ["\0"]),
             lambda: conn.query_expect_no_data("SELECT $2::text", [None, "x\0"]),
         ],
         ValueError,
     )
     # A NUL byte in bytes is fine: bytea goes as hex text.
-    assert await fetch(conn, "SELECT $1::bytea", [b"a\0b"]) == [("\\x610062",)]
+    assert await fetch_rows(conn, "SELECT $1::bytea", [b"a\0b"]) == [("\\x610062",)]
 
 
 async def test_lone_surrogate_raises_value_error(conn: pg.Connection) -> None:
     await assert_refused_before_sending(
         conn,
         [
-            lambda: fetch(conn, "SELECT $1::text", ["\ud800"]),
-            lambda: fetch(conn, "SELECT $1::text", ["ok \udfff end"]),
-            lambda: fetch(conn, "SELECT '\ud800'"),
+            lambda: fetch_rows(conn, "SELECT $1::text", ["\ud800"]),
+            lambda: fetch_rows(conn, "SELECT $1::text", ["ok \udfff end"]),
+            lambda: fetch_rows(conn, "SELECT '\ud800'"),
         ],
         ValueError,
     )
     # A proper astral character is fine.
-    assert await fetch(conn, "SELECT $1::text", ["\U0001f600"]) == [("\U0001f600",)]
+    assert await fetch_rows(conn, "SELECT $1::text", ["\U0001f600"]) == [("\U0001f600",)]
 
 
 # --------------------------------------------------------------- CommandComplete
@@ -398,10 +362,10 @@ async def test_concurrent_queries_are_served_in_fifo_order(conn: pg.Connection) 
 async def test_concurrent_failure_does_not_disturb_the_others(conn: pg.Connection) -> None:
     async def one(i: int) -> list[Row]:
         if i == 7:
-            return await fetch(conn, "SELECT 1 / 0")
+            return await fetch_rows(conn, "SELECT 1 / 0")
         if i == 12:
-            return await fetch(conn, "SELECT $1::int", ["not a number"])
-        return await fetch(conn, "SELECT $1::int * 2", [i])
+            return await fetch_rows(conn, "SELECT $1::int", ["not a number"])
+        return await fetch_rows(conn, "SELECT $1::int * 2", [i])
 
     results = await asyncio.gather(*(one(i) for i in range(20)), return_exceptions=True)
     for i, result in enumerate(results):
@@ -437,7 +401,7 @@ async def test_cancelling_a_call_waiting_behind_copy_in_removes_it(
     waiting = asyncio.create_task(
         conn.query("SELECT nextval('s')", handle_row=lambda _n, v: waiting_rows.append(v))
     )
-    behind = asyncio.create_task(fetch(conn, "SELECT nextval('s')"))
+    behind = asyncio.create_task(fetch_rows(conn, "SELECT nextval('s')"))
     await asyncio.sleep(0.05)
     assert not running.done()
     waiting.cancel()
@@ -448,7 +412,7 @@ async def test_cancelling_a_call_waiting_behind_copy_in_removes_it(
     # The cancelled call never ran: the next one takes the sequence's first value.
     assert await behind == [("1",)]
     assert waiting_rows == []
-    assert await fetch(conn, "SELECT x FROM c ORDER BY x") == [("1",), ("2",)]
+    assert await fetch_rows(conn, "SELECT x FROM c ORDER BY x") == [("1",), ("2",)]
     await assert_healthy(conn)
 
 
@@ -456,12 +420,12 @@ async def test_cancelling_a_waiting_call_leaves_the_running_one(conn: pg.Connect
     # Plain queries may be pipelined (API.md), so the cancelled call may already be on
     # the wire; whatever happens to it, the running one and the one behind it must get
     # exactly their own results, and the cancelled one no callback.
-    running = asyncio.create_task(fetch(conn, "SELECT pg_sleep(0.3)::text, 'running'"))
+    running = asyncio.create_task(fetch_rows(conn, "SELECT pg_sleep(0.3)::text, 'running'"))
     waiting_rows: list[Row] = []
     waiting = asyncio.create_task(
         conn.query("SELECT 'waiting'", handle_row=lambda _n, v: waiting_rows.append(v))
     )
-    behind = asyncio.create_task(fetch(conn, "SELECT 'behind'"))
+    behind = asyncio.create_task(fetch_rows(conn, "SELECT 'behind'"))
     await asyncio.sleep(0.05)
     assert not running.done()
     start = time.monotonic()
@@ -480,11 +444,11 @@ async def test_timeout_cancels_running_query(conn: pg.Connection) -> None:
     start = time.monotonic()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await fetch(conn, "SELECT pg_sleep(10)")
+            await fetch_rows(conn, "SELECT pg_sleep(10)")
     assert time.monotonic() - start < 1.5
     # The server statement was cancelled: the next query does not wait 10 s.
     start = time.monotonic()
-    assert await fetch(conn, "SELECT 1") == [("1",)]
+    assert await fetch_rows(conn, "SELECT 1") == [("1",)]
     assert time.monotonic() - start < 1.5
     assert conn.status == pg.Open()
 
@@ -495,12 +459,12 @@ async def test_timeout_cancels_running_query_with_another_queued(conn: pg.Connec
     # not run to its end while the next caller waits, and the next call keeps its result.
     async def sleeper() -> list[Row]:
         async with asyncio.timeout(0.2):
-            return await fetch(conn, "SELECT pg_sleep(5)")
+            return await fetch_rows(conn, "SELECT pg_sleep(5)")
 
     start = time.monotonic()
     timed_out = asyncio.create_task(sleeper())
     await asyncio.sleep(0)
-    behind = asyncio.create_task(fetch(conn, "SELECT 'behind'"))
+    behind = asyncio.create_task(fetch_rows(conn, "SELECT 'behind'"))
     with pytest.raises(TimeoutError):
         await timed_out
     assert time.monotonic() - start < 1.5
@@ -528,7 +492,7 @@ async def test_timeout_while_rows_stream(conn: pg.Connection) -> None:
             )
     assert 0 < handled < 1000000
     await assert_healthy(conn)
-    assert await fetch(conn, "SELECT 'after'") == [("after",)]
+    assert await fetch_rows(conn, "SELECT 'after'") == [("after",)]
 
 
 async def test_tiny_timeouts_never_leave_a_stale_cancel(conn: pg.Connection) -> None:
@@ -539,13 +503,13 @@ async def test_tiny_timeouts_never_leave_a_stale_cancel(conn: pg.Connection) -> 
         delay = rng.choice(timeouts)
         try:
             async with asyncio.timeout(delay):
-                rows = await fetch(conn, "SELECT pg_sleep(0.01)::text, $1::int", [i])
+                rows = await fetch_rows(conn, "SELECT pg_sleep(0.01)::text, $1::int", [i])
             assert rows == [("", str(i))]
             outcomes["completed"] += 1
         except TimeoutError:
             outcomes["timeout"] += 1
         # A CancelRequest that arrives late must not hit this statement.
-        assert await fetch(conn, "SELECT $1::int + 1000", [i]) == [(str(i + 1000),)], i
+        assert await fetch_rows(conn, "SELECT $1::int + 1000", [i]) == [(str(i + 1000),)], i
         assert conn.status == pg.Open()
     assert outcomes["timeout"] > 0
     assert outcomes["completed"] > 0

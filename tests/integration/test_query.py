@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
-
-Row = tuple[str | None, ...]
+from support import Row, assert_healthy, fetch_rows
 
 #: The big table of the pushback tests: 65536 rows of (y, 1 KB of 'a'), about 65 MB.
 BIG_ROWS = 65536
@@ -27,17 +24,6 @@ BLOCK_AFTER = 10000
 
 
 # ------------------------------------------------------------------------------ helpers
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    """All rows of ``sql``, as tuples of text values."""
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
 async def fetch_with_names(
     conn: pg.Connection, sql: str, params: Sequence[object] | None = None
 ) -> tuple[list[tuple[str, ...]], list[Row]]:
@@ -84,43 +70,6 @@ async def make_big_table(conn: pg.Connection) -> None:
         "CREATE TEMPORARY TABLE x AS "
         f"SELECT y, repeat('a', {len(BIG_TEXT)}) AS z FROM generate_series(1, {BIG_ROWS}) y"
     )
-
-
-async def open_connection(server_kwargs: dict[str, Any]) -> pg.Connection:
-    return await pg.connect(**server_kwargs)
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    """Close; a connection a test left failed on purpose may raise its failure."""
-    was_open = isinstance(conn.status, pg.Open)
-    try:
-        await conn.close()
-    except pg.PgasyncError:
-        if was_open:
-            raise
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await open_connection(server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-@pytest_asyncio.fixture
-async def other_conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await open_connection(server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-async def assert_healthy(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT 1") == [("1",)]
 
 
 # -------------------------------------------------------------------------- 3.1 smoke
@@ -184,7 +133,7 @@ async def test_column_names_and_ordering(conn: pg.Connection) -> None:
 
 # ---------------------------------------------------------------- 3.2.3 parameters
 async def test_parameters(conn: pg.Connection) -> None:
-    rows = await fetch(
+    rows = await fetch_rows(
         conn,
         "WITH b AS (SELECT 1 AS s, $1::int AS x, $2::int AS y "
         "UNION SELECT 2, $2, $3 UNION SELECT 3, $4, $4) "
@@ -193,18 +142,18 @@ async def test_parameters(conn: pg.Connection) -> None:
     )
     assert rows == [("1", "-5"), ("-5", None), ("1000000", "1000000")]
 
-    assert await fetch(conn, "SELECT $1::text", [NASTY]) == [(NASTY,)]
+    assert await fetch_rows(conn, "SELECT $1::text", [NASTY]) == [(NASTY,)]
 
     await conn.query_expect_no_data("CREATE TEMPORARY TABLE c (x int, y text)")
     cc = await conn.query_expect_no_data(
         "INSERT INTO c (x, y) VALUES ($1, $2), ($3, $4)", ["5", "five", "10", None]
     )
     assert cc == pg.CommandComplete("INSERT", 2)
-    assert await fetch(conn, "SELECT * FROM c ORDER BY x") == [("5", "five"), ("10", None)]
+    assert await fetch_rows(conn, "SELECT * FROM c ORDER BY x") == [("5", "five"), ("10", None)]
 
-    rows = await fetch(conn, "UPDATE c SET y = 'ten' WHERE x = $1 RETURNING x, y", ["10"])
+    rows = await fetch_rows(conn, "UPDATE c SET y = 'ten' WHERE x = $1 RETURNING x, y", ["10"])
     assert rows == [("10", "ten")]
-    assert await fetch(conn, "SELECT * FROM c ORDER BY x") == [("5", "five"), ("10", "ten")]
+    assert await fetch_rows(conn, "SELECT * FROM c ORDER BY x") == [("5", "five"), ("10", "ten")]
 
 
 # ------------------------------------------------------------------ 3.2.4 NoData
@@ -220,7 +169,7 @@ async def test_describe_portal_no_data_accepted_by_query(conn: pg.Connection) ->
     )
     assert cc == pg.CommandComplete("CREATE TABLE", None)
     assert not columns_called
-    assert await fetch(conn, "SELECT count(*) FROM d") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM d") == [("0",)]
 
 
 # -------------------------------------------------------------- 3.2.5 empty query
@@ -242,7 +191,7 @@ async def test_empty_query(conn: pg.Connection, sql: str) -> None:
 # ------------------------------------------------------ 3.2.6 failures are graceful
 async def test_parse_error_reported_and_connection_survives(conn: pg.Connection) -> None:
     with pytest.raises(pg.PgasyncError) as info:
-        await fetch(conn, "syntactically invalid")
+        await fetch_rows(conn, "syntactically invalid")
     err = info.value
     assert err.postgres_error_code == "42601"
     assert isinstance(err, pg.errors.PostgresSyntaxError)
@@ -258,7 +207,7 @@ async def test_parse_error_reported_and_connection_survives(conn: pg.Connection)
 
 async def test_bind_error_shows_parameters(conn: pg.Connection) -> None:
     with pytest.raises(pg.PgasyncError) as info:
-        await fetch(conn, "SELECT $1::int", ["a"])
+        await fetch_rows(conn, "SELECT $1::int", ["a"])
     err = info.value
     assert err.postgres_error_code == "22P02"
     assert isinstance(err, pg.errors.InvalidTextRepresentation)
@@ -280,7 +229,7 @@ async def test_execute_error_reported(conn: pg.Connection) -> None:
     assert err.phase == "Postgres Server Error (state=Executing)"
     assert f'query "{sql}"' in str(err)
     assert "Postgres Server Error (state=Executing)" in str(err)
-    assert await fetch(conn, "SELECT 'everything is fine'") == [("everything is fine",)]
+    assert await fetch_rows(conn, "SELECT 'everything is fine'") == [("everything is fine",)]
     assert conn.status == pg.Open()
 
 
@@ -314,7 +263,7 @@ async def test_copy_through_query_is_refused(conn: pg.Connection) -> None:
 
     cc = await conn.copy_in_raw("COPY c FROM STDIN", feed_data=["10\n"])
     assert cc == pg.CommandComplete("COPY", 1)
-    assert await fetch(conn, "SELECT * FROM c") == [("10",)]
+    assert await fetch_rows(conn, "SELECT * FROM c") == [("10",)]
 
     # The COPY's output is refused, but the INSERT inside it happened.
     with pytest.raises(pg.PgasyncError) as info:
@@ -322,21 +271,21 @@ async def test_copy_through_query_is_refused(conn: pg.Connection) -> None:
             "COPY (INSERT INTO c (x) VALUES (20) RETURNING x) TO STDOUT", handle_row=no_rows
         )
     assert "COPY TO STDOUT is not appropriate" in str(info.value)
-    assert await fetch(conn, "SELECT * FROM c ORDER BY x") == [("10",), ("20",)]
+    assert await fetch_rows(conn, "SELECT * FROM c ORDER BY x") == [("10",), ("20",)]
     await assert_healthy(conn)
 
 
 # ------------------------------------------------ 3.2.7 one transaction per statement
 async def test_each_statement_runs_in_its_own_transaction(conn: pg.Connection) -> None:
     await conn.query_expect_no_data("CREATE TEMPORARY TABLE x (y integer) ON COMMIT DELETE ROWS")
-    assert await fetch(conn, "INSERT INTO x (y) VALUES (1) RETURNING y") == [("1",)]
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "INSERT INTO x (y) VALUES (1) RETURNING y") == [("1",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
 
     assert await conn.query_expect_no_data("BEGIN") == pg.CommandComplete("BEGIN", None)
-    assert await fetch(conn, "INSERT INTO x (y) VALUES (1) RETURNING y") == [("1",)]
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("1",)]
+    assert await fetch_rows(conn, "INSERT INTO x (y) VALUES (1) RETURNING y") == [("1",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("1",)]
     assert await conn.query_expect_no_data("COMMIT") == pg.CommandComplete("COMMIT", None)
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
 
 
 # ------------------------------------------------------------ 3.2.8 transactions
@@ -349,22 +298,22 @@ async def test_transactions_seen_from_another_connection(
         count = f"SELECT count(*) FROM {table}"
         insert = f"INSERT INTO {table} (x) VALUES (1)"
         await conn.query_expect_no_data(insert)
-        assert await fetch(other_conn, count) == [("1",)]
+        assert await fetch_rows(other_conn, count) == [("1",)]
 
         await conn.query_expect_no_data("BEGIN")
         await conn.query_expect_no_data(insert)
-        assert await fetch(conn, count) == [("2",)]
-        assert await fetch(other_conn, count) == [("1",)]
+        assert await fetch_rows(conn, count) == [("2",)]
+        assert await fetch_rows(other_conn, count) == [("1",)]
         await conn.query_expect_no_data("COMMIT")
-        assert await fetch(other_conn, count) == [("2",)]
+        assert await fetch_rows(other_conn, count) == [("2",)]
 
         await conn.query_expect_no_data("BEGIN")
         await conn.query_expect_no_data(insert)
-        assert await fetch(conn, count) == [("3",)]
-        assert await fetch(other_conn, count) == [("2",)]
+        assert await fetch_rows(conn, count) == [("3",)]
+        assert await fetch_rows(other_conn, count) == [("2",)]
         assert await conn.query_expect_no_data("ROLLBACK") == pg.CommandComplete("ROLLBACK", None)
-        assert await fetch(conn, count) == [("2",)]
-        assert await fetch(other_conn, count) == [("2",)]
+        assert await fetch_rows(conn, count) == [("2",)]
+        assert await fetch_rows(other_conn, count) == [("2",)]
     finally:
         await other_conn.query_expect_no_data(f"DROP TABLE IF EXISTS {table}")
 
@@ -470,7 +419,7 @@ async def test_query_expect_no_data(conn: pg.Connection) -> None:
         assert conn.status == pg.Open()
 
     # The side effects of the refused statements stand.
-    assert await fetch(conn, "SELECT x FROM c ORDER BY x") == [("10",), ("20",), ("20",)]
+    assert await fetch_rows(conn, "SELECT x FROM c ORDER BY x") == [("10",), ("20",), ("20",)]
     await assert_healthy(conn)
 
 
@@ -478,7 +427,7 @@ async def test_query_expect_no_data(conn: pg.Connection) -> None:
 async def test_insane_number_of_parameters(conn: pg.Connection) -> None:
     # A statement already running: if the bad call were queued or sent, it could only
     # fail after this one. It must fail at once, before anything is written.
-    sleeper = asyncio.create_task(fetch(conn, "SELECT pg_sleep(0.3)::text"))
+    sleeper = asyncio.create_task(fetch_rows(conn, "SELECT pg_sleep(0.3)::text"))
     await asyncio.sleep(0.05)
     for count in (100000, 65536):
         with pytest.raises(ValueError, match="parameters"):
@@ -528,7 +477,7 @@ async def test_query_terminated_mid_execution(
             await blocked.wait()
         pid = conn.backend_pid
         assert pid is not None
-        assert await fetch(other_conn, "SELECT pg_cancel_backend($1)", [pid]) == [("t",)]
+        assert await fetch_rows(other_conn, "SELECT pg_cancel_backend($1)", [pid]) == [("t",)]
     finally:
         if not release.done():
             release.set_result(None)
@@ -584,7 +533,7 @@ async def test_handle_columns_metadata(conn: pg.Connection) -> None:
     )
     assert len(seen) == 1
     y, z, lit = seen[0]
-    table_oid = await fetch(conn, "SELECT 'a'::regclass::oid")
+    table_oid = await fetch_rows(conn, "SELECT 'a'::regclass::oid")
     assert str(y.table_oid) == table_oid[0][0]
     assert (y.column_number, z.column_number) == (2, 3)
     assert (y.type_size, z.type_size, lit.type_size) == (4, -1, 2)
@@ -610,7 +559,7 @@ async def test_same_sql_after_schema_change(conn: pg.Connection) -> None:
 
     await conn.query_expect_no_data("DROP TABLE s")
     with pytest.raises(pg.errors.UndefinedTable):
-        await fetch(conn, sql)
+        await fetch_rows(conn, sql)
     await assert_healthy(conn)
 
 
@@ -656,7 +605,7 @@ async def test_handle_row_raising(conn: pg.Connection) -> None:
     assert calls == [("1",), ("2",), ("3",)]
     assert pushbacks == 2
     # The rest of the result was drained: the next query sees its own rows only.
-    assert await fetch(conn, "SELECT 'next'") == [("next",)]
+    assert await fetch_rows(conn, "SELECT 'next'") == [("next",)]
     await assert_healthy(conn)
 
 
@@ -674,4 +623,4 @@ async def test_handle_row_raising_without_pushback(conn: pg.Connection) -> None:
     assert info.value is boom
     assert calls == 1
     assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT 'next'") == [("next",)]
+    assert await fetch_rows(conn, "SELECT 'next'") == [("next",)]

@@ -23,15 +23,13 @@ import gc
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
-
-Row = tuple[str | None, ...]
+from support import Row, assert_usable, fetch_rows, ignore_row
 
 MB = 1024 * 1024
 #: Most the client's resident memory may grow while a big result or a flood streams in.
@@ -40,53 +38,6 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 # ------------------------------------------------------------------------------ helpers
-def ignore_row(_names: tuple[str, ...], _values: Row) -> None:
-    pass
-
-
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-async def assert_usable(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    was_open = isinstance(conn.status, pg.Open)
-    try:
-        await conn.close()
-    except pg.PgasyncError:
-        if was_open:
-            raise
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
-@pytest_asyncio.fixture
-async def observer(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    """A second connection: looks at the first from the server's side, or notifies."""
-    connection = await pg.connect(**server_kwargs)
-    try:
-        yield connection
-    finally:
-        await close_quietly(connection)
-
-
 def resident_memory() -> int:
     """Bytes of the process's resident set right now."""
     with open("/proc/self/statm") as statm:
@@ -152,7 +103,7 @@ async def test_slow_consumer_of_a_million_rows(
         sql = "SELECT wait_event FROM pg_stat_activity WHERE pid = $1"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            rows = await fetch(observer, sql, [conn.backend_pid])
+            rows = await fetch_rows(observer, sql, [conn.backend_pid])
             memory.sample()
             if rows:
                 wait_events.append(rows[0][0])
@@ -203,7 +154,7 @@ async def test_slow_consumer_cancelled_mid_stream(
         )
         sql = "SELECT wait_event FROM pg_stat_activity WHERE pid = $1"
         while not server_waits.is_set():
-            if await fetch(observer, sql, [conn.backend_pid]) == [("ClientWrite",)]:
+            if await fetch_rows(observer, sql, [conn.backend_pid]) == [("ClientWrite",)]:
                 server_waits.set()
             else:
                 await asyncio.sleep(0.005)
@@ -285,7 +236,7 @@ async def test_connect_query_close_1000_times_is_flat(server_kwargs: dict[str, A
     async def cycle(i: int) -> None:
         conn = await pg.connect(**server_kwargs)
         try:
-            assert await fetch(conn, "SELECT $1::int", [i]) == [(str(i),)]
+            assert await fetch_rows(conn, "SELECT $1::int", [i]) == [(str(i),)]
         finally:
             await conn.close()
         assert conn.status == pg.ClosedGracefully()
@@ -368,7 +319,7 @@ async def test_unclosed_connection_warns_and_is_released(
             await asyncio.sleep(0.01)
         # ... and the server sees the client leave.
         sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
-        while await fetch(observer, sql, [pid]) != [("0",)]:  # noqa: ASYNC110
+        while await fetch_rows(observer, sql, [pid]) != [("0",)]:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 

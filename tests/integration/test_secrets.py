@@ -31,6 +31,7 @@ import pytest
 import postgres_async as pg
 from postgres_async.config import resolve_config
 from postgres_async.testing import TEST_PASSWORD, PostgresServer
+from support import backend_message
 
 #: Seconds any single scenario may take.
 BOUND = 10.0
@@ -103,10 +104,6 @@ async def failure_of(
         with pytest.raises(expected) as info:
             await attempt
     return info.value
-
-
-def backend_message(type_byte: bytes, payload: bytes = b"") -> bytes:
-    return type_byte + struct.pack("!I", len(payload) + 4) + payload
 
 
 GARBAGE = b"\x00\xffthis is not the PostgreSQL protocol\xfe\x01" * 4
