@@ -20,11 +20,10 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
+from support import Boom, Row, assert_usable, fetch_rows, with_connection_fixture
 
-Row = tuple[str | None, ...]
 RowFeed: TypeAlias = pg.Data[Sequence[object]] | pg.Wait | pg.Abort | pg.Finished
 RawFeed: TypeAlias = pg.Data[str | bytes] | pg.Wait | pg.Abort | pg.Finished
 
@@ -32,16 +31,6 @@ COPY_X = "COPY x (y, z) FROM STDIN"
 
 
 # ------------------------------------------------------------------------------ helpers
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
 async def fetch_with_names(conn: pg.Connection, sql: str) -> tuple[set[tuple[str, ...]], list[Row]]:
     names: set[tuple[str, ...]] = set()
     rows: list[Row] = []
@@ -52,11 +41,6 @@ async def fetch_with_names(conn: pg.Connection, sql: str) -> tuple[set[tuple[str
 
     await conn.query(sql, handle_row=handle_row)
     return names, rows
-
-
-async def assert_usable(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
 
 
 async def create_x(conn: pg.Connection) -> None:
@@ -74,20 +58,9 @@ def rows_feed(rows: Sequence[Sequence[object]]) -> Any:
     return feed
 
 
-class Boom(Exception):
-    """Raised by the test feeds."""
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
-
-
-@pytest_asyncio.fixture
-async def other_conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
+# Connections made by pg.with_connection (support.with_connection_fixture).
+conn = with_connection_fixture()
+other_conn = with_connection_fixture()
 
 
 # ------------------------------------------------------------------- basics (3.1, 3.3)
@@ -107,7 +80,7 @@ async def test_copy_in_rows_columns_in_another_order(conn: pg.Connection) -> Non
     rows: list[list[str | None]] = [["one", "1"], [None, "2"], ["three", "3"]]
     result = await conn.copy_in_rows("x", ["z", "y"], feed_data=rows_feed(rows))
     assert result == pg.CommandComplete("COPY", 3)
-    assert await fetch(conn, "SELECT * FROM x ORDER BY y") == [
+    assert await fetch_rows(conn, "SELECT * FROM x ORDER BY y") == [
         ("1", "one"),
         ("2", None),
         ("3", "three"),
@@ -124,7 +97,7 @@ async def test_copy_in_rows_schema_and_dotted_table_name(conn: pg.Connection) ->
         "test.table", ["z", "y"], schema_name="pg_temp", feed_data=rows_feed(rows)
     )
     assert result == pg.CommandComplete("COPY", 3)
-    assert await fetch(conn, 'SELECT * FROM pg_temp."test.table" ORDER BY y') == [
+    assert await fetch_rows(conn, 'SELECT * FROM pg_temp."test.table" ORDER BY y') == [
         ("1", "one"),
         ("2", None),
         ("3", "three"),
@@ -170,10 +143,10 @@ async def test_copy_in_rows_nasty_characters(conn: pg.Connection) -> None:
     rows = [[i, z, w] for i, (z, _, w, _) in enumerate(cases)]
     result = await conn.copy_in_rows("x", ["y", "z", "w"], feed_data=rows_feed(rows))
     assert result == pg.CommandComplete("COPY", len(cases))
-    got = await fetch(conn, "SELECT y, z, w FROM x ORDER BY y")
+    got = await fetch_rows(conn, "SELECT y, z, w FROM x ORDER BY y")
     assert got == [(str(i), z, w) for i, (_, z, _, w) in enumerate(cases)]
     # Sanity: "\\N" really is the two-character text, not NULL.
-    assert await fetch(conn, "SELECT z IS NULL, length(z) FROM x WHERE y = 1") == [("f", "2")]
+    assert await fetch_rows(conn, "SELECT z IS NULL, length(z) FROM x WHERE y = 1") == [("f", "2")]
 
 
 async def test_copy_in_rows_nul_in_value_raises_value_error(conn: pg.Connection) -> None:
@@ -181,12 +154,12 @@ async def test_copy_in_rows_nul_in_value_raises_value_error(conn: pg.Connection)
     rows: list[list[object]] = [[1, "fine"], [2, "a\x00b"], [3, "never"]]
     with pytest.raises(ValueError, match="NUL"):
         await conn.copy_in_rows("x", ["y", "z"], feed_data=rows_feed(rows))
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
     await assert_usable(conn)
     # The same table still takes a clean copy afterwards.
     result = await conn.copy_in_rows("x", ["y", "z"], feed_data=[[1, "ok"]])
     assert result == pg.CommandComplete("COPY", 1)
-    assert await fetch(conn, "SELECT * FROM x") == [("1", "ok")]
+    assert await fetch_rows(conn, "SELECT * FROM x") == [("1", "ok")]
 
 
 async def test_copy_in_rows_nul_in_names_raises_before_anything_is_sent(
@@ -258,7 +231,7 @@ async def test_copy_in_rows_lots_of_data_with_waits(conn: pg.Connection) -> None
     assert result == pg.CommandComplete("COPY", total)
     assert state["waits"] == state["waits_done"] == total // 256
     assert state["calls"] == total + total // 256 + 1
-    assert await fetch(
+    assert await fetch_rows(
         conn, "SELECT count(*), min(y), max(y), sum(y), min(length(z)), max(length(z)) FROM x"
     ) == [("8192", "1", "8192", "33558528", "1024", "1024")]
 
@@ -283,7 +256,7 @@ async def test_copy_in_raw_weird_chunking(conn: pg.Connection) -> None:
 
     result = await conn.copy_in_raw(COPY_X, feed_data=feed)
     assert result == pg.CommandComplete("COPY", 3)
-    assert await fetch(conn, "SELECT * FROM x ORDER BY y") == [
+    assert await fetch_rows(conn, "SELECT * FROM x ORDER BY y") == [
         ("1", "one"),
         ("2", "two"),
         ("3", "été"),
@@ -314,7 +287,7 @@ async def test_copy_in_raw_aborting(conn: pg.Connection) -> None:
     assert err.query == COPY_X
     assert COPY_X in str(err)
     assert calls == 4  # nothing is pulled after Abort
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
     await assert_usable(conn)
 
 
@@ -325,13 +298,13 @@ async def test_copy_in_rows_with_schema_name(conn: pg.Connection) -> None:
         await conn.query_expect_no_data(f'CREATE TABLE "{schema}".x (y integer)')
         result = await conn.copy_in_rows("x", ["y"], schema_name=schema, feed_data=[[1], [2]])
         assert result == pg.CommandComplete("COPY", 2)
-        assert await fetch(conn, f'SELECT * FROM "{schema}".x ORDER BY y') == [("1",), ("2",)]
+        assert await fetch_rows(conn, f'SELECT * FROM "{schema}".x ORDER BY y') == [("1",), ("2",)]
         # Upstream passed "my_schema.x" as the table name; here a dot belongs to the name,
         # so that names a table "my_schema.x" (in the search path), which does not exist.
         with pytest.raises(pg.PgasyncError) as info:
             await conn.copy_in_rows(f"{schema}.x", ["y"], feed_data=[[3]])
         assert info.value.postgres_error_code == "42P01"
-        assert await fetch(conn, f'SELECT count(*) FROM "{schema}".x') == [("2",)]
+        assert await fetch_rows(conn, f'SELECT count(*) FROM "{schema}".x') == [("2",)]
     finally:
         await conn.query_expect_no_data(f'DROP SCHEMA "{schema}" CASCADE')
 
@@ -359,7 +332,7 @@ async def test_copy_in_error_mid_copy_stops_feeding(conn: pg.Connection) -> None
     # The server rejected row 900 as soon as it saw it: feeding must stop soon after
     # (50 more waits of >= 1 ms each is ample time for the ErrorResponse to arrive).
     assert calls <= 900 + 100, f"feed_data was called {calls} times; the bad row was call 900"
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
     await assert_usable(conn)
 
 
@@ -388,7 +361,7 @@ async def test_copy_in_unique_violation_stops_a_big_stream_early(
         await conn.copy_in_rows("x", ["y", "z"], feed_data=feed if form == "callable" else gen())
     assert info.value.postgres_error_code == "23505"
     assert calls < total // 2, f"{calls} of {total} rows were produced"
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
     await assert_usable(conn)
 
 
@@ -423,7 +396,7 @@ async def test_copy_in_rows_feed_forms(conn: pg.Connection, make_feed: Any) -> N
     rows: list[list[object]] = [[i, None if i % 3 == 0 else f"row {i}"] for i in range(1, 3001)]
     result = await conn.copy_in_rows("x", ["y", "z"], feed_data=make_feed(rows))
     assert result == pg.CommandComplete("COPY", 3000)
-    got = await fetch(conn, "SELECT y, z FROM x ORDER BY y")
+    got = await fetch_rows(conn, "SELECT y, z FROM x ORDER BY y")
     assert got == [(str(y), z) for y, z in rows]
 
 
@@ -439,7 +412,7 @@ async def test_copy_in_raw_feed_forms(conn: pg.Connection) -> None:
     assert await conn.copy_in_raw(COPY_X, feed_data=["3\tthree\n", b"4\tf"]) == (
         pg.CommandComplete("COPY", 2)
     )
-    assert await fetch(conn, "SELECT * FROM x ORDER BY y") == [
+    assert await fetch_rows(conn, "SELECT * FROM x ORDER BY y") == [
         ("1", "one"),
         ("2", "two"),
         ("3", "three"),
@@ -492,13 +465,13 @@ async def test_copy_in_feed_data_raising(conn: pg.Connection, make_feed: Any) ->
     with pytest.raises(Boom) as info:
         await conn.copy_in_rows("x", ["y", "z"], feed_data=make_feed(error))
     assert info.value is error
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
     await assert_usable(conn)
     # A new copy into the same table works.
     assert await conn.copy_in_rows("x", ["y", "z"], feed_data=[[7, "after"]]) == (
         pg.CommandComplete("COPY", 1)
     )
-    assert await fetch(conn, "SELECT * FROM x") == [("7", "after")]
+    assert await fetch_rows(conn, "SELECT * FROM x") == [("7", "after")]
 
 
 # ------------------------------------------------------------ not a COPY FROM STDIN
@@ -543,7 +516,7 @@ async def test_copy_in_raw_of_copy_to_stdout(conn: pg.Connection) -> None:
     assert "COPY TO STDOUT" in text or "copy-in mode" in text, text
     assert fed == 0
     await assert_usable(conn)
-    assert await fetch(conn, "SELECT * FROM x") == [("1", "one")]
+    assert await fetch_rows(conn, "SELECT * FROM x") == [("1", "one")]
 
 
 async def test_copy_in_then_queries_from_other_connection_see_commit(
@@ -557,6 +530,9 @@ async def test_copy_in_then_queries_from_other_connection_see_commit(
         script: list[RawFeed] = [pg.Data("3\n"), pg.Abort("no")]
         with pytest.raises(pg.errors.QueryCanceled):
             await conn.copy_in_raw(f'COPY "{name}" FROM STDIN', feed_data=lambda: script.pop(0))
-        assert await fetch(other_conn, f'SELECT y FROM "{name}" ORDER BY y') == [("1",), ("2",)]
+        assert await fetch_rows(other_conn, f'SELECT y FROM "{name}" ORDER BY y') == [
+            ("1",),
+            ("2",),
+        ]
     finally:
         await conn.query_expect_no_data(f'DROP TABLE "{name}"')

@@ -15,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import struct
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 import pytest_asyncio
 
 import postgres_async as pg
-
-Row = tuple[str | None, ...]
+from support import (
+    Boom,
+    assert_usable,
+    fetch_rows,
+    open_gates_and_end,
+    poll_for_client_write,
+    with_connection_fixture,
+)
 
 BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 BINARY_HEADER = BINARY_SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # flags, ext
@@ -107,16 +111,6 @@ EXAMPLE_BINARY_FIELDS: list[bytes | None] = [
 
 
 # ------------------------------------------------------------------------------ helpers
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
 async def copy_out_all(conn: pg.Connection, sql: str) -> tuple[pg.CommandComplete, list[bytes]]:
     chunks: list[bytes] = []
 
@@ -126,11 +120,6 @@ async def copy_out_all(conn: pg.Connection, sql: str) -> tuple[pg.CommandComplet
 
     result = await conn.copy_out(sql, handle_data=handle_data)
     return result, chunks
-
-
-async def assert_usable(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
 
 
 def parse_binary_copy(data: bytes) -> list[list[bytes | None]]:
@@ -158,27 +147,16 @@ def parse_binary_copy(data: bytes) -> list[list[bytes | None]]:
     return tuples
 
 
-class Boom(Exception):
-    """Raised by the test callbacks."""
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
-
-
-@pytest_asyncio.fixture
-async def other_conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
+# Connections made by pg.with_connection (support.with_connection_fixture).
+conn = with_connection_fixture()
+other_conn = with_connection_fixture()
 
 
 @pytest_asyncio.fixture
 async def example_conn(conn: pg.Connection) -> pg.Connection:
     """``conn`` with the temporary example_datatypes table holding one row."""
     await conn.simple_query(f"BEGIN; {EXAMPLE_DDL}; {EXAMPLE_INSERT}; COMMIT")
-    assert await fetch(conn, "SELECT count(*) FROM example_datatypes") == [("1",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM example_datatypes") == [("1",)]
     return conn
 
 
@@ -232,8 +210,8 @@ async def test_copy_out_round_trip_text_and_binary(example_conn: pg.Connection) 
     )
     assert copied == pg.CommandComplete("COPY", 2)
 
-    assert await fetch(conn, "SELECT count(*) FROM example_datatypes") == [("4",)]
-    assert await fetch(
+    assert await fetch_rows(conn, "SELECT count(*) FROM example_datatypes") == [("4",)]
+    assert await fetch_rows(
         conn, "SELECT count(*) FROM (SELECT DISTINCT * FROM example_datatypes) AS d"
     ) == [("1",)]
     # And the four copies still read back as the original row.
@@ -279,12 +257,7 @@ async def test_copy_out_pushback_pauses_delivery(conn: pg.Connection) -> None:
             gates[position].set_result(None)
         result = await asyncio.wait_for(task, 10)
     finally:
-        for gate in gates.values():
-            if not gate.done():
-                gate.set_result(None)
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await open_gates_and_end(task, *gates.values())
     assert result == pg.CommandComplete("COPY", total)
     assert got == [f"{i}\n".encode() for i in range(1, total + 1)]
     assert overlapping == []
@@ -313,27 +286,14 @@ async def test_copy_out_pushback_holds_the_server_back(
         )
     )
     try:
-        state: list[Row] = []
-        for _ in range(200):
-            state = await fetch(
-                other_conn,
-                "SELECT state, wait_event FROM pg_stat_activity WHERE pid = $1",
-                [conn.backend_pid],
-            )
-            if state == [("active", "ClientWrite")]:
-                break
-            await asyncio.sleep(0.025)
+        state = await poll_for_client_write(other_conn, conn.backend_pid)
         assert state == [("active", "ClientWrite")]
         assert got == 1
         assert not task.done()
         gate.set_result(None)
         result = await asyncio.wait_for(task, 30)
     finally:
-        if not gate.done():
-            gate.set_result(None)
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await open_gates_and_end(task, gate)
     assert result == pg.CommandComplete("COPY", rows)
     assert got == rows
     await assert_usable(conn)
@@ -358,7 +318,7 @@ async def test_copy_out_of_copy_from_stdin(conn: pg.Connection) -> None:
     with pytest.raises(pg.PgasyncError, match="query attempted COPY IN") as info:
         await conn.copy_out(sql, handle_data=_no_data)
     assert info.value.query == sql
-    assert await fetch(conn, "SELECT count(*) FROM x") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM x") == [("0",)]
     await assert_usable(conn)
 
 
@@ -368,7 +328,7 @@ async def test_copy_out_of_a_statement_without_copy(conn: pg.Connection) -> None
         "CREATE TEMPORARY TABLE not_copied (y integer)", handle_data=_no_data
     )
     assert result == pg.CommandComplete("CREATE TABLE", None)
-    assert await fetch(conn, "SELECT count(*) FROM not_copied") == [("0",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM not_copied") == [("0",)]
 
 
 async def test_copy_out_server_error_mid_stream(conn: pg.Connection) -> None:

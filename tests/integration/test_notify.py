@@ -13,30 +13,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
+from support import (
+    Boom,
+    Row,
+    fetch_rows,
+    ignore_row,
+    open_gates_and_end,
+    poll_for_client_write,
+    with_connection_fixture,
+)
 
-Row = tuple[str | None, ...]
 Note = tuple[str, int, str]  # (channel, pid, payload)
 LOGGER = "postgres_async"
 
 
 # ------------------------------------------------------------------------------ helpers
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
 async def wait_until(predicate: Callable[[], bool], what: str, limit: float = 5.0) -> None:
     """Poll ``predicate`` until it holds; fail after ``limit`` seconds."""
     loop = asyncio.get_running_loop()
@@ -63,27 +60,12 @@ def quoted(channel: str) -> str:
 
 
 async def notify(conn: pg.Connection, channel: str, payload: str = "") -> None:
-    await conn.query("SELECT pg_notify($1, $2)", [channel, payload], handle_row=_ignore)
+    await conn.query("SELECT pg_notify($1, $2)", [channel, payload], handle_row=ignore_row)
 
 
-def _ignore(_names: tuple[str, ...], _values: Row) -> None:
-    pass
-
-
-class Boom(Exception):
-    """Raised by the test callbacks."""
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
-
-
-@pytest_asyncio.fixture
-async def other_conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
+# Connections made by pg.with_connection (support.with_connection_fixture).
+conn = with_connection_fixture()
+other_conn = with_connection_fixture()
 
 
 # -------------------------------------------------------------------------- upstream
@@ -156,7 +138,7 @@ async def test_notify_with_no_listeners_is_logged(
     assert record.levelno == logging.ERROR
     assert "no callbacks are listening" in record.getMessage()
     assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT 1") == [("1",)]
+    assert await fetch_rows(conn, "SELECT 1") == [("1",)]
 
 
 async def test_callback_raising_is_logged_and_harmless(
@@ -191,7 +173,7 @@ async def test_callback_raising_is_logged_and_harmless(
 
     # The connection keeps working, and later notifications still arrive.
     assert conn.status == pg.Open()
-    assert await fetch(conn, "SELECT 2") == [("2",)]
+    assert await fetch_rows(conn, "SELECT 2") == [("2",)]
     await notify(other_conn, channel, "second")
     await wait_until(lambda: len(got) == 2, "the second notification")
     assert got[1] == (channel, other_conn.backend_pid, "second")
@@ -242,16 +224,7 @@ async def test_notification_during_a_long_query_is_delivered_before_it_returns(
     )
     try:
         # Wait until the server is stuck writing rows to us: the query is running.
-        state: list[Row] = []
-        for _ in range(200):
-            state = await fetch(
-                other_conn,
-                "SELECT state, wait_event FROM pg_stat_activity WHERE pid = $1",
-                [conn.backend_pid],
-            )
-            if state == [("active", "ClientWrite")]:
-                break
-            await asyncio.sleep(0.025)
+        state = await poll_for_client_write(other_conn, conn.backend_pid)
         assert state == [("active", "ClientWrite")]
         await notify(other_conn, channel, "while you were busy")
         await asyncio.sleep(0.05)
@@ -262,11 +235,7 @@ async def test_notification_during_a_long_query_is_delivered_before_it_returns(
         # No waiting here: it was handled before the query's result was delivered.
         assert got == [(channel, other_conn.backend_pid, "while you were busy")]
     finally:
-        if not gate.done():
-            gate.set_result(None)
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await open_gates_and_end(task, gate)
     assert result == pg.CommandComplete("SELECT", total)
     assert rows_seen == total
     # The server holds notifications until the command ends: after the last row.
@@ -283,7 +252,7 @@ async def test_notifications_wait_for_the_end_of_a_transaction(
     await conn.query_expect_no_data("BEGIN")
     await notify(other_conn, channel, "held")
     await asyncio.sleep(0.1)
-    assert await fetch(conn, "SELECT 1") == [("1",)]
+    assert await fetch_rows(conn, "SELECT 1") == [("1",)]
     assert got == []  # the listening session is inside a transaction
     await conn.query_expect_no_data("COMMIT")
     assert got == [(channel, other_conn.backend_pid, "held")]
@@ -320,6 +289,6 @@ async def test_channel_names_are_quoted_literally(
     assert got == [(channel, other_conn.backend_pid, payload) for channel in channels]
     # The lower-cased name gets nothing: MixedCase was not folded.
     folded = channels[2].lower()
-    listeners = await fetch(conn, "SELECT pg_listening_channels() ORDER BY 1")
+    listeners = await fetch_rows(conn, "SELECT pg_listening_channels() ORDER BY 1")
     assert (channels[2],) in listeners
     assert (folded,) not in listeners

@@ -10,28 +10,17 @@ parameters go through ``connect``'s ``server_settings``, ``application_name`` an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
 
 import postgres_async as pg
-
-Row = tuple[str | None, ...]
-
-
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
+from support import fetch_rows
 
 
 async def show(conn: pg.Connection, name: str) -> str | None:
-    [(value,)] = await fetch(conn, f"SHOW {name}")
+    [(value,)] = await fetch_rows(conn, f"SHOW {name}")
     return value
 
 
@@ -88,7 +77,7 @@ async def test_server_settings_are_reflected(server_kwargs: dict[str, Any]) -> N
         assert params["application_name"] == "simple_app"
         assert await show(conn, "TimeZone") == "UTC"
         assert await show(conn, "application_name") == "simple_app"
-        [(offset,)] = await fetch(conn, "SELECT extract(timezone FROM now())::int")
+        [(offset,)] = await fetch_rows(conn, "SELECT extract(timezone FROM now())::int")
         assert offset == "0"
 
 

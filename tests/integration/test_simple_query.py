@@ -10,15 +10,13 @@ Every test works on its own temporary tables.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import postgres_async as pg
+from support import Boom, Row, fetch_rows, with_connection_fixture
 
-Row = tuple[str | None, ...]
 INT4, TEXT, BOOL = 23, 25, 16
 SERVER_ERROR_PHASE = "Postgres Server Error"
 
@@ -50,16 +48,6 @@ async def run(conn: pg.Connection, sql: str) -> tuple[pg.SimpleQueryResult, Reco
     return result, recorder
 
 
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
 def cc(tag: str, rows: int | None = None) -> pg.CommandComplete:
     return pg.CommandComplete(tag, rows)
 
@@ -87,14 +75,8 @@ async def create_a(conn: pg.Connection) -> None:
     assert result.commands == (cc("CREATE TABLE"), cc("INSERT", 2))
 
 
-class Boom(Exception):
-    """Raised by the test callbacks."""
-
-
-@pytest_asyncio.fixture
-async def conn(server_kwargs: dict[str, Any]) -> AsyncIterator[pg.Connection]:
-    async with pg.with_connection(**server_kwargs) as connection:
-        yield connection
+# Connections made by pg.with_connection (support.with_connection_fixture).
+conn = with_connection_fixture()
 
 
 # ----------------------------------------------------------------------------- 1 - 4
@@ -104,7 +86,7 @@ async def test_create_and_insert(conn: pg.Connection) -> None:
     result, recorder = await run(conn, "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, NULL)")
     assert result == pg.SimpleQueryResult((cc("INSERT", 3),), ())
     assert recorder.events == []
-    assert await fetch(conn, "SELECT * FROM t ORDER BY x") == [
+    assert await fetch_rows(conn, "SELECT * FROM t ORDER BY x") == [
         ("1", "one"),
         ("2", "two"),
         ("3", None),
@@ -204,7 +186,7 @@ async def test_copy_in_gracefully_handled(conn: pg.Connection) -> None:
     assert (err.postgres_field(pg.PostgresField.WHERE) or "").startswith("COPY a, line 1")
     assert recorder.events == []
     await assert_usable(conn)
-    assert await fetch(conn, "SELECT count(*) FROM a") == [("2",)]
+    assert await fetch_rows(conn, "SELECT count(*) FROM a") == [("2",)]
 
 
 async def test_copy_in_in_a_chain(conn: pg.Connection) -> None:
