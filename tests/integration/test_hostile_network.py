@@ -9,10 +9,8 @@ socket (ResourceWarning) behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import pytest
@@ -21,13 +19,12 @@ import postgres_async as pg
 from postgres_async.errors import PgasyncError
 from postgres_async.protocol import ReceiveBuffer
 from postgres_async.testing import PostgresServer
+from support import STEP_BOUND, Row, connected, fetch_rows, ignore_row, socket_fds, status_of
 from support.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(30)  # a backstop; every test bounds its own waits
 
-Row = tuple[str | None, ...]
-
-BOUND = 5.0  # no single step of a scenario may take longer
+BOUND = STEP_BOUND  # no single step of a scenario may take longer
 CONNECTION_GONE = ("08003", "08006")
 _DATA_ROW = ord("D")
 
@@ -45,51 +42,6 @@ UTF8_PARAMETER = "ünïcødé 💾"
 def target(kwargs: dict[str, Any]) -> tuple[str, int]:
     host, port = kwargs["server"]
     return str(host), int(port)
-
-
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-def status_of(conn: pg.Connection) -> pg.Status:
-    """``conn.status`` through a call, so mypy does not carry an earlier narrowing on."""
-    return conn.status
-
-
-def ignore_row(_names: tuple[str, ...], _values: Row) -> None:
-    pass
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    """Close; a connection the test broke on purpose raises its failure, ignored here."""
-    with contextlib.suppress(PgasyncError):
-        async with asyncio.timeout(BOUND):
-            await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def connected(**kwargs: Any) -> AsyncIterator[pg.Connection]:
-    async with asyncio.timeout(BOUND):
-        conn = await pg.connect(**kwargs)
-    try:
-        yield conn
-    finally:
-        await close_quietly(conn)
-
-
-def socket_fds() -> set[int]:
-    fds: set[int] = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                fds.add(int(name))
-    return fds
 
 
 def client_sockets(proxy: FaultProxy) -> set[int]:
@@ -139,7 +91,7 @@ async def wait_until_running(observer: pg.Connection, pid: int | None, sql: str)
         "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query = $2"
     )
     for _ in range(int(BOUND / 0.01)):
-        if await fetch(observer, check, [pid, sql]) == [("1",)]:
+        if await fetch_rows(observer, check, [pid, sql]) == [("1",)]:
             return
         await asyncio.sleep(0.01)
     pytest.fail(f"backend {pid} did not start running {sql!r} within {BOUND} s")
@@ -200,7 +152,7 @@ async def test_black_hole_during_query_times_out_and_the_connection_recovers(
         # and the next query works (it would wait 60 s if the cancel had been lost).
         proxy.resume()
         async with asyncio.timeout(BOUND):
-            assert await fetch(conn, "SELECT 2") == [("2",)]
+            assert await fetch_rows(conn, "SELECT 2") == [("2",)]
         assert conn.status == pg.Open()
 
 
@@ -224,7 +176,7 @@ async def test_black_hole_before_the_query_arrives_cancel_finds_nothing_then_rec
         await wait_for_cancel_connection(proxy)
         proxy.resume()
         async with asyncio.timeout(BOUND):
-            assert await fetch(conn, "SELECT 2") == [("2",)]
+            assert await fetch_rows(conn, "SELECT 2") == [("2",)]
         assert loop.time() - started >= 1.0  # it did wait for the held statement
         assert conn.status == pg.Open()
 
@@ -399,7 +351,7 @@ async def test_cut_during_a_large_copy_in_commits_nothing(
                 assert proxy.connections[0].was_reset
                 assert 3 << 20 <= fed < 64 << 20
                 await assert_failed_clearly(conn)
-            assert await fetch(direct, f"SELECT count(*) FROM {table}") == [("0",)]
+            assert await fetch_rows(direct, f"SELECT count(*) FROM {table}") == [("0",)]
         finally:
             async with asyncio.timeout(BOUND):
                 await direct.query_expect_no_data(f"DROP TABLE {table}")
@@ -462,7 +414,9 @@ async def test_dribbled_and_coalesced_delivery_give_identical_results(
         try:
             async with asyncio.timeout(BOUND):
                 assert await run_utf8_query(conn) == expected
-                assert await fetch(conn, "SELECT $1::text", [UTF8_PARAMETER]) == [(UTF8_PARAMETER,)]
+                assert await fetch_rows(conn, "SELECT $1::text", [UTF8_PARAMETER]) == [
+                    (UTF8_PARAMETER,)
+                ]
             assert conn.status == pg.Open()
         finally:
             async with asyncio.timeout(BOUND):
@@ -493,7 +447,7 @@ async def test_tls_through_a_dribbling_or_coalescing_proxy_gives_identical_resul
         try:
             async with asyncio.timeout(BOUND):
                 assert await run_utf8_query(conn) == expected
-                assert await fetch(
+                assert await fetch_rows(
                     conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = $1", [conn.backend_pid]
                 ) == [("t",)]
         finally:

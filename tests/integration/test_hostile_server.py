@@ -7,8 +7,7 @@ where the server gives one), the promised connection status, no data lost and no
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pytest
@@ -16,12 +15,19 @@ import pytest
 import postgres_async as pg
 from postgres_async.errors import PgasyncError
 from postgres_async.testing import Installation, PostgresServer
+from support import (
+    STEP_BOUND,
+    Row,
+    assert_usable,
+    close_ignoring_errors,
+    connected,
+    fetch_rows,
+    ignore_row,
+)
 
 pytestmark = pytest.mark.timeout(30)  # a backstop; every test bounds its own waits
 
-Row = tuple[str | None, ...]
-
-BOUND = 5.0  # no single step of a scenario may take longer
+BOUND = STEP_BOUND  # no single step of a scenario may take longer
 PROMPTLY = 2.0
 ADMIN_SHUTDOWN = "57P01"
 QUERY_CANCELED = "57014"
@@ -31,37 +37,6 @@ UNIQUE_VIOLATION = "23505"
 
 
 # ------------------------------------------------------------------------------ helpers
-async def fetch(conn: pg.Connection, sql: str, params: Sequence[object] | None = None) -> list[Row]:
-    rows: list[Row] = []
-
-    def handle_row(_names: tuple[str, ...], values: Row) -> None:
-        rows.append(values)
-
-    await conn.query(sql, params, handle_row=handle_row)
-    return rows
-
-
-def ignore_row(_names: tuple[str, ...], _values: Row) -> None:
-    pass
-
-
-async def close_quietly(conn: pg.Connection) -> None:
-    """Close; a connection the test broke on purpose raises its failure, ignored here."""
-    with contextlib.suppress(PgasyncError):
-        async with asyncio.timeout(BOUND):
-            await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def connected(**kwargs: Any) -> AsyncIterator[pg.Connection]:
-    async with asyncio.timeout(BOUND):
-        conn = await pg.connect(**kwargs)
-    try:
-        yield conn
-    finally:
-        await close_quietly(conn)
-
-
 async def wait_until_active(observer: pg.Connection, pid: int | None, like: str) -> None:
     """Until backend ``pid`` is running a statement matching ``like`` (polled)."""
     assert pid is not None
@@ -70,7 +45,7 @@ async def wait_until_active(observer: pg.Connection, pid: int | None, like: str)
         "WHERE pid = $1 AND state = 'active' AND query LIKE $2"
     )
     for _ in range(int(BOUND / 0.01)):
-        if await fetch(observer, check, [pid, like]) == [("1",)]:
+        if await fetch_rows(observer, check, [pid, like]) == [("1",)]:
             return
         await asyncio.sleep(0.01)
     pytest.fail(f"backend {pid} did not start running {like!r} within {BOUND} s")
@@ -78,7 +53,7 @@ async def wait_until_active(observer: pg.Connection, pid: int | None, like: str)
 
 async def terminate(observer: pg.Connection, pid: int | None) -> None:
     assert pid is not None
-    assert await fetch(observer, "SELECT pg_terminate_backend($1)", [pid]) == [("t",)]
+    assert await fetch_rows(observer, "SELECT pg_terminate_backend($1)", [pid]) == [("t",)]
 
 
 async def assert_failed_with(conn: pg.Connection, code: str | None) -> PgasyncError:
@@ -99,12 +74,6 @@ async def assert_failed_with(conn: pg.Connection, code: str | None) -> PgasyncEr
     assert again.value.postgres_error_code == "08003"
     assert conn.status == status  # the first failure stays
     return error
-
-
-async def assert_usable(conn: pg.Connection) -> None:
-    assert conn.status == pg.Open()
-    async with asyncio.timeout(BOUND):
-        assert await fetch(conn, "SELECT $1::int + 1", [41]) == [("42",)]
 
 
 # ------------------------------------------------------------------ pg_terminate_backend
@@ -148,7 +117,7 @@ async def test_terminate_backend_during_copy_in(server_kwargs: dict[str, Any]) -
 
 async def test_terminate_backend_while_idle(server_kwargs: dict[str, Any]) -> None:
     async with connected(**server_kwargs) as observer, connected(**server_kwargs) as conn:
-        assert await fetch(conn, "SELECT 1") == [("1",)]
+        assert await fetch_rows(conn, "SELECT 1") == [("1",)]
         await terminate(observer, conn.backend_pid)
         # Nobody asks anything: the idle connection notices by itself.
         with pytest.raises(PgasyncError) as info:
@@ -188,7 +157,7 @@ async def test_statement_timeout_cancels_the_statement_and_the_connection_stays_
         assert loop.time() - started < 0.9
         assert info.value.postgres_error_code == QUERY_CANCELED
         assert "statement timeout" in str(info.value)
-        await assert_usable(conn)
+        await assert_usable(conn, within=BOUND)
 
 
 # ---------------------------------------------------------------------- restart under load
@@ -251,10 +220,10 @@ async def test_server_restart_under_load_fails_every_connection_clearly(
                     await conn.close_finished()
         # The restarted server takes new connections.
         async with connected(**kwargs) as fresh:
-            assert await fetch(fresh, "SELECT 1") == [("1",)]
+            assert await fetch_rows(fresh, "SELECT 1") == [("1",)]
     finally:
         for conn in conns:
-            await close_quietly(conn)
+            await close_ignoring_errors(conn)
         await asyncio.to_thread(server.stop)
 
 
@@ -279,7 +248,7 @@ async def test_error_in_the_middle_of_a_stream_delivers_exactly_the_rows_before_
         assert info.value.postgres_error_code == DIVISION_BY_ZERO
         assert len(rows) == 4999
         assert rows == [(str(g),) for g in range(1, 5000)]
-        await assert_usable(conn)
+        await assert_usable(conn, within=BOUND)
 
 
 async def test_error_after_megabytes_of_rows_delivers_exactly_the_rows_before_it(
@@ -304,7 +273,7 @@ async def test_error_after_megabytes_of_rows_delivers_exactly_the_rows_before_it
         assert info.value.postgres_error_code == DIVISION_BY_ZERO
         assert len(rows) == 3000
         assert rows == [("x" * 1000 + str(g),) for g in range(1, 3001)]
-        await assert_usable(conn)
+        await assert_usable(conn, within=BOUND)
 
 
 async def test_unique_violation_while_a_big_copy_streams_stops_the_feeding_early(
@@ -333,5 +302,5 @@ async def test_unique_violation_while_a_big_copy_streams_stops_the_feeding_early
         assert isinstance(info.value, pg.errors.UniqueViolation)
         # Feeding stopped soon after the server said no: a small fraction of the feed.
         assert calls < total // 20, calls
-        await assert_usable(conn)
-        assert await fetch(conn, "SELECT count(*) FROM big") == [("0",)]
+        await assert_usable(conn, within=BOUND)
+        assert await fetch_rows(conn, "SELECT count(*) FROM big") == [("0",)]

@@ -18,6 +18,7 @@ from typing import Self
 
 import pytest
 
+from support import socket_fds
 from support.fault_proxy import HIGH_WATER, FaultProxy, FaultProxyError
 
 BOUND = 5.0  # seconds any single wait in these tests may take
@@ -126,15 +127,6 @@ async def poll_until(predicate: Callable[[], bool], what: str) -> None:
             return
         await asyncio.sleep(0.001)
     pytest.fail(f"not within {BOUND} s: {what}")
-
-
-def socket_fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                fds.add(int(name))
-    return fds
 
 
 class Chunks(asyncio.Protocol):
