@@ -15,7 +15,7 @@ import pytest
 
 import postgres_async as pg
 from postgres_async.protocol import messages as m
-from support import fetch_value, ignore_row, status_of, wait_until_running
+from support import close_error, fetch_value, ignore_row, status_of, wait_until_running
 from support.fake_server import (
     Call,
     Expect,
@@ -32,13 +32,6 @@ from support.fake_server import (
 CONNECTION_EXCEPTION = "08000"
 CONNECTION_DOES_NOT_EXIST = "08003"
 QUERY_CANCELED = "57014"
-
-
-async def close_error(conn: pg.Connection, bound: float = 10) -> pg.PgasyncError:
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(bound):
-            await conn.close()
-    return info.value
 
 
 # ---------------------------------------------------------------------- idempotence
@@ -198,7 +191,7 @@ async def test_bytes_after_terminate(after_terminate: bytes) -> None:
     script: list[Step] = [*login_ok(), Expect(m.Terminate), Send(after_terminate), WaitForClose()]
     async with FakeServer(script) as server:
         conn = await pg.connect(**server.connect_kwargs())
-        error = await close_error(conn, bound=3)
+        error = await close_error(conn, within=3)
     assert error.postgres_error_code == CONNECTION_EXCEPTION
     assert "close: EOF expected" in str(error)
     assert isinstance(status_of(conn), pg.Failed)
@@ -210,7 +203,7 @@ async def test_server_that_never_hangs_up_after_terminate() -> None:
     async with FakeServer(script) as server:
         conn = await pg.connect(**server.connect_kwargs())
         started = loop.time()
-        error = await close_error(conn, bound=5)
+        error = await close_error(conn, within=5)
         elapsed = loop.time() - started
     assert error.postgres_error_code == CONNECTION_EXCEPTION
     assert "close: EOF expected, but instead stuck" in str(error)

@@ -22,7 +22,7 @@ import pytest
 import postgres_async as pg
 from postgres_async.protocol import messages as m
 from postgres_async.testing import TEST_PASSWORD, PostgresServer
-from support import fetch_rows, fetch_value, open_socket_count, status_of
+from support import connect_error, fetch_rows, fetch_value, open_socket_count, status_of
 from support.fake_server import (
     Expect,
     FakeServer,
@@ -35,14 +35,6 @@ from support.fake_server import (
 CONNECTION_FAILURE = "08001"
 INVALID_PASSWORD = "28P01"
 INVALID_AUTHORIZATION = "28000"
-
-
-async def connect_error(**kwargs: Any) -> pg.PgasyncError:
-    """The PgasyncError ``connect(**kwargs)`` raises (it must raise one, within 10 s)."""
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(10):
-            await pg.connect(**kwargs)
-    return info.value
 
 
 # ------------------------------------------------------------------------- interrupt

@@ -35,7 +35,15 @@ import pytest
 import postgres_async as pg
 from postgres_async import PostgresField
 from postgres_async.protocol import messages as m
-from support import ignore_row, open_socket_count, status_of
+from support import (
+    assert_same_error,
+    close_error,
+    close_finished_error,
+    ignore_row,
+    open_socket_count,
+    query_error,
+    status_of,
+)
 from support.fake_server import (
     Call,
     Expect,
@@ -127,38 +135,10 @@ def note(text: str) -> Iterator[None]:
         raise
 
 
-async def query_error(conn: pg.Connection, sql: str = DUMMY) -> pg.PgasyncError:
-    """The PgasyncError a query raises (it must raise one, and within BOUND)."""
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(BOUND):
-            await conn.query(sql, handle_row=ignore_row)
-    return info.value
-
-
-async def close_error(conn: pg.Connection) -> pg.PgasyncError:
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(BOUND):
-            await conn.close()
-    return info.value
-
-
-async def close_finished_error(conn: pg.Connection) -> pg.PgasyncError:
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(BOUND):
-            await conn.close_finished()
-    return info.value
-
-
 def assert_error(error: pg.PgasyncError, code: str, *texts: str) -> None:
     assert error.postgres_error_code == code, str(error)
     for text in texts:
         assert text in str(error), f"{text!r} not in {str(error)!r}"
-
-
-def assert_same_error(error: pg.PgasyncError, original: pg.PgasyncError) -> None:
-    assert type(error) is type(original)
-    assert error.postgres_error_code == original.postgres_error_code
-    assert str(error) == str(original)
 
 
 async def assert_dead(conn: pg.Connection, original: pg.PgasyncError) -> None:
@@ -167,10 +147,10 @@ async def assert_dead(conn: pg.Connection, original: pg.PgasyncError) -> None:
     status = status_of(conn)
     assert isinstance(status, pg.Failed), status
     assert_same_error(status.error, original)
-    error = await query_error(conn, "SELECT after_failure")
+    error = await query_error(conn, "SELECT after_failure", within=BOUND)
     assert_error(error, CONNECTION_DOES_NOT_EXIST, PREVIOUSLY_FAILED, str(original))
-    assert_same_error(await close_finished_error(conn), original)
-    assert_same_error(await close_error(conn), original)
+    assert_same_error(await close_finished_error(conn, within=BOUND), original)
+    assert_same_error(await close_error(conn, within=BOUND), original)
     status = status_of(conn)
     assert isinstance(status, pg.Failed)
     assert status.resources_released
@@ -212,7 +192,7 @@ async def query_failure(
     sockets_before = open_socket_count()
     async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
         conn = await pg.connect(**server.connect_kwargs(**connect_extra))
-        error = await query_error(conn)
+        error = await query_error(conn, DUMMY, within=BOUND)
         assert f'"{DUMMY}"' in str(error)  # the query is named
         await assert_dead(conn, error)
     assert open_socket_count() == sockets_before
@@ -237,7 +217,7 @@ async def idle_failure(data: bytes, **connect_extra: Any) -> pg.PgasyncError:
         conn = await pg.connect(**server.connect_kwargs(**connect_extra))
         assert isinstance(status_of(conn), pg.Open)
         logged_in.set()
-        error = await close_finished_error(conn)
+        error = await close_finished_error(conn, within=BOUND)
         await assert_dead(conn, error)
     assert open_socket_count() == sockets_before
     startup_only(server.connections[0])
@@ -755,7 +735,7 @@ async def test_error_response_with_invalid_utf8_during_a_query(field: str) -> No
     ]
     async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
         conn = await pg.connect(**server.connect_kwargs())
-        error = await query_error(conn)
+        error = await query_error(conn, DUMMY, within=BOUND)
         assert error.postgres_field(PostgresField(field)) == expected
         if field == "C":
             assert error.postgres_error_code == expected
@@ -823,7 +803,7 @@ async def test_notification_with_invalid_utf8_to_a_listener() -> None:
         async with asyncio.timeout(BOUND):
             await conn.listen_to_notifications("chan", lambda pid, text: heard.append((pid, text)))
         listening.set()
-        error = await close_finished_error(conn)
+        error = await close_finished_error(conn, within=BOUND)
         assert_error(error, PROTOCOL_VIOLATION, "NotificationResponse", "invalid UTF-8")
         assert heard == [(77, "fine")]
         await assert_dead(conn, error)
@@ -945,7 +925,7 @@ async def test_ready_for_query_with_unknown_status_after_an_error() -> None:
     sockets_before = open_socket_count()
     async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
         conn = await pg.connect(**server.connect_kwargs())
-        error = await query_error(conn)
+        error = await query_error(conn, DUMMY, within=BOUND)
         assert_error(error, "42601", "lie")
         status = status_of(conn)
         assert isinstance(status, pg.Failed)

@@ -15,7 +15,15 @@ import pytest
 import postgres_async as pg
 from postgres_async import PostgresField
 from postgres_async.protocol import messages as m
-from support import fetch_value, ignore_row, open_socket_count, status_of
+from support import (
+    assert_same_error,
+    close_error,
+    close_finished_error,
+    fetch_value,
+    open_socket_count,
+    query_error,
+    status_of,
+)
 from support.fake_server import (
     Call,
     Expect,
@@ -39,34 +47,6 @@ PREVIOUSLY_FAILED = "query issued against previously-failed connection"
 DURING_EXECUTION = "Error during query execution (despite parsing ok)"
 ASYNCHRONOUS_ERROR = "ErrorResponse received asynchronously, assuming connection is dead"
 DUMMY = "<dummy>"
-
-
-async def query_error(conn: pg.Connection, sql: str = DUMMY) -> pg.PgasyncError:
-    """The PgasyncError a query raises (it must raise one, within 10 s)."""
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(10):
-            await conn.query(sql, handle_row=ignore_row)
-    return info.value
-
-
-async def close_error(conn: pg.Connection) -> pg.PgasyncError:
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(10):
-            await conn.close()
-    return info.value
-
-
-async def close_finished_error(conn: pg.Connection) -> pg.PgasyncError:
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(10):
-            await conn.close_finished()
-    return info.value
-
-
-def assert_same_error(error: pg.PgasyncError, original: pg.PgasyncError) -> None:
-    assert type(error) is type(original)
-    assert error.postgres_error_code == original.postgres_error_code
-    assert str(error) == str(original)
 
 
 async def assert_dead(conn: pg.Connection, original: pg.PgasyncError) -> None:
@@ -252,7 +232,7 @@ async def test_invalid_messages_during_a_query(case: str) -> None:
         script.append(WaitForClose())
     async with FakeServer(script) as server:
         conn = await pg.connect(**server.connect_kwargs())
-        error = await query_error(conn)
+        error = await query_error(conn, DUMMY)
         for text in texts:
             assert text in str(error)
         if not then_eof:

@@ -7,7 +7,6 @@ fake server here listens on TCP 127.0.0.1 (one test checks the unix-socket rule 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import trustme
 import postgres_async as pg
 from postgres_async.protocol import messages as m
 from postgres_async.testing import PostgresServer
-from support import fetch_value, open_socket_count, status_of
+from support import connect_error, fetch_value, open_socket_count, status_of
 from support.fake_server import (
     Expect,
     FakeServer,
@@ -34,14 +33,6 @@ PROTOCOL_VIOLATION = "08P01"
 REQUIRE_REFUSED = "Server indicated it cannot use SSL connections, but ssl_mode is set to Require"
 NOT_UNDERSTOOD = "does not understand the SSLRequest message"
 SSL_MODES_THAT_ASK = ["prefer", "require"]
-
-
-async def connect_error(**kwargs: Any) -> pg.PgasyncError:
-    """The PgasyncError ``connect(**kwargs)`` raises (and nothing else), within 10 s."""
-    with pytest.raises(pg.PgasyncError) as info:
-        async with asyncio.timeout(10):
-            await pg.connect(**kwargs)
-    return info.value
 
 
 async def connect_and_close(server: FakeServer, **kwargs: Any) -> None:
