@@ -74,6 +74,7 @@ from .protocol.machines import (
     CopyOutStart,
     KeyReceived,
     LoginConversation,
+    OrdinaryReply,
     QueryConversation,
     QueryEvent,
     QueryPhase,
@@ -431,10 +432,14 @@ class Connection:
                         if rows:
                             self._deliver_rows(op, rows)
                             continue
-                    elif phase is QueryPhase.PARSING and (
-                        op.conversation.take_parse_bind_complete(buffer)
-                    ):
-                        continue
+                    elif phase is QueryPhase.PARSING:
+                        if op.pushback is None:
+                            reply = op.conversation.take_ordinary_reply(buffer, ROW_BATCH)
+                            if reply is not None:
+                                self._ordinary_reply(op, reply)
+                                continue
+                        if op.conversation.take_parse_bind_complete(buffer):
+                            continue
                 frame = buffer.next_frame()
                 if frame is None:
                     return
@@ -559,6 +564,16 @@ class Connection:
                 if not op.copy_in_finished:
                     op.copy_in_finished = True
                     self._write(m.Sync().encode())
+
+    def _ordinary_reply(self, op: _Operation, reply: OrdinaryReply) -> None:
+        """A whole reply taken in one step: the same effects as its messages one by one."""
+        if reply.columns is not None:
+            self._on_event(op, reply.columns)
+            if reply.rows:
+                self._deliver_rows(op, reply.rows)
+        self._completed(op, reply.tag)
+        self._tx_status = reply.status
+        self._finish(op)
 
     def _completed(self, op: _Operation, tag: str) -> None:
         command = _COMMAND_TAGS.get(tag)
@@ -1013,11 +1028,14 @@ class Connection:
         try:
             await self.close_finished()
         finally:
-            # A CancelRequest still on its way (bounded by its own timeout) is part of
-            # closing: nothing of this connection outlives close().
+            # A CancelRequest still on its way is part of closing: nothing of this
+            # connection outlives close(), and close() stays bounded.
             cancel = self._cancel_in_flight
             if cancel is not None and not cancel.done():
-                await asyncio.wait((cancel,))
+                await asyncio.wait((cancel,), timeout=CLOSE_TIMEOUT)
+                if not cancel.done():
+                    cancel.cancel()
+                    await asyncio.wait((cancel,))
 
     def _close_timed_out(self) -> None:
         if isinstance(self._status, Closing):

@@ -159,6 +159,21 @@ class ReceiveBuffer:
             raise protocol_violation(problem)
         return rows
 
+    def take_ordinary_reply(
+        self, row_limit: int
+    ) -> tuple[bytes | None, list[tuple[str | None, ...]], str, int] | None:
+        """A whole ordinary query reply, if the compiled scanner is active and one is
+        here: (RowDescription payload or None for NoData, rows, tag, status byte).
+        Consumed only when recognised; anything else stays for the message path."""
+        scan = getattr(_accel, "scan_reply", None)  # TEMP until bound
+        if scan is None:
+            return None
+        found = scan(self._data, self._pos, self.max_message_length, row_limit)
+        if found is None:
+            return None
+        self._pos, description, rows, tag, status = found
+        return description, rows, tag, status
+
 
 def parse_data_rows(
     data: bytearray, pos: int, column_count: int, limit: int, max_length: int

@@ -48,6 +48,7 @@ _READY = ord("Z")
 _ROW_DESCRIPTION = ord("T")
 _PARSE_BIND_COMPLETE = b"1\0\0\0\x042\0\0\0\x04"
 _READY_STATUS = {s.value.encode("ascii"): s for s in TransactionStatus}
+_STATUS_BY_BYTE = {ord(s.value): s for s in TransactionStatus}
 
 
 # ------------------------------------------------------------------------------ events
@@ -154,6 +155,29 @@ _ROW_DESCRIPTIONS: dict[bytes, RowsStart] = {}
 _ROW_DESCRIPTIONS_MAX = 512
 
 
+def _describe(payload: bytes) -> RowsStart:
+    """A RowDescription payload, decoded once per distinct payload."""
+    event = _ROW_DESCRIPTIONS.get(payload)
+    if event is None:
+        columns = RowDescription.decode(payload).columns
+        event = RowsStart(columns, tuple(c.name for c in columns))
+        if len(_ROW_DESCRIPTIONS) >= _ROW_DESCRIPTIONS_MAX:
+            _ROW_DESCRIPTIONS.clear()
+        _ROW_DESCRIPTIONS[payload] = event
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class OrdinaryReply:
+    """A whole query reply taken in one step: its columns (None for NoData), rows,
+    completion tag and transaction status."""
+
+    columns: RowsStart | None
+    rows: list[tuple[str | None, ...]]
+    tag: str
+    status: TransactionStatus
+
+
 class QueryPhase(enum.Enum):
     PARSING = "Parsing"
     BINDING = "Binding"
@@ -200,6 +224,22 @@ class QueryConversation:
             return True
         return False
 
+    def take_ordinary_reply(self, buffer: ReceiveBuffer, row_limit: int) -> OrdinaryReply | None:
+        """At the start, the whole reply in one step when it is the ordinary kind
+        (no error, notice or COPY; see ``ReceiveBuffer.take_ordinary_reply``)."""
+        if self.phase is not QueryPhase.PARSING:
+            return None
+        found = buffer.take_ordinary_reply(row_limit)
+        if found is None:
+            return None
+        description, rows, tag, status = found
+        columns = None
+        if description is not None:
+            columns = _describe(description)
+            self.columns = columns.columns
+        self.phase = QueryPhase.DONE
+        return OrdinaryReply(columns, rows, tag, _STATUS_BY_BYTE[status])
+
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
         """``handle`` for a raw frame, with the replies every query gets taken without
         building message objects (the per-query cost that matters at 50k queries/s).
@@ -234,13 +274,7 @@ class QueryConversation:
             self.phase = QueryPhase.EXECUTING
             return None
         elif type_code == _ROW_DESCRIPTION and phase is QueryPhase.DESCRIBING:
-            event = _ROW_DESCRIPTIONS.get(payload)
-            if event is None:
-                columns = RowDescription.decode(payload).columns
-                event = RowsStart(columns, tuple(c.name for c in columns))
-                if len(_ROW_DESCRIPTIONS) >= _ROW_DESCRIPTIONS_MAX:
-                    _ROW_DESCRIPTIONS.clear()
-                _ROW_DESCRIPTIONS[payload] = event
+            event = _describe(payload)
             self.columns = event.columns
             self.phase = QueryPhase.ROWS
             return event
@@ -358,6 +392,9 @@ class SimpleQueryConversation:
 
     def take_parse_bind_complete(self, buffer: ReceiveBuffer) -> bool:
         return False  # the simple protocol has no Parse or Bind
+
+    def take_ordinary_reply(self, buffer: ReceiveBuffer, row_limit: int) -> OrdinaryReply | None:
+        return None
 
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
         return self.handle(decode_backend(type_code, payload))
