@@ -4,7 +4,9 @@
 compiled module (an ImportError if it was not built), and anything else (the default)
 takes the compiled one when present. The pure-Python functions are the specification:
 the compiled ones must return the same values and the same problems for any input
-(tests/unit/test_accel_differential.py).
+(tests/unit/test_accel_differential.py, tests/unit/test_reply_scan.py). ``scan_reply``
+is the exception: it exists only compiled (None otherwise), its reference being
+``protocol.reply.scan_reply``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ ParseDataRows = Callable[
     [bytearray, int, int, int, int], tuple[list[tuple[str | None, ...]], int, str | None]
 ]
 FormatCopyRows = Callable[[Iterable[Sequence[object]]], bytes]
+# (data, pos, max_length, row_limit) -> (pos after the reply, RowDescription payload or
+# None, rows, tag, status byte) or None; see protocol/reply.py.
+ScanReply = Callable[
+    [bytearray, int, int, int],
+    tuple[int, bytes | None, list[tuple[str | None, ...]], str, int] | None,
+]
 
 
 def format_copy_rows_python(rows: Iterable[Sequence[object]]) -> bytes:
@@ -31,6 +39,10 @@ _requested = os.environ.get("POSTGRES_ASYNC_IMPL", "auto").strip().lower()
 
 parse_data_rows: ParseDataRows = _py_buffer.parse_data_rows
 format_copy_rows: FormatCopyRows = format_copy_rows_python
+# A whole ordinary reply in one call: only worth it compiled. The pure-Python client keeps
+# reading messages one by one; protocol.reply.scan_reply is the reference the compiled
+# function is tested against, not a fallback.
+scan_reply: ScanReply | None = None
 IMPLEMENTATION = "python"
 
 if _requested != "python":
@@ -55,4 +67,5 @@ if _requested != "python":
 
         parse_data_rows = _speedups.parse_data_rows
         format_copy_rows = format_copy_rows_c
+        scan_reply = _speedups.scan_reply
         IMPLEMENTATION = "c"

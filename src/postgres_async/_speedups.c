@@ -1,15 +1,17 @@
 /*
- * postgres_async._speedups: optional compiled twins of two hot paths.
+ * postgres_async._speedups: optional compiled twins of three hot paths.
  *
  * The pure-Python functions are the specification, and these must agree with them on
- * every input, values and problems alike (tests/unit/test_accel_differential.py checks
- * with hypothesis):
+ * every input, values and problems alike (tests/unit/test_accel_differential.py and
+ * tests/unit/test_reply_scan.py check with hypothesis):
  *
  *   parse_data_rows   <->  postgres_async.protocol.buffer.parse_data_rows
  *   format_copy_rows  <->  b"".join(_values.copy_text_line(row).encode() for row in rows)
+ *   scan_reply        <->  postgres_async.protocol.reply.scan_reply
  *
  * The only deliberate difference: parse_data_rows refuses a negative ``pos`` with
  * ValueError (the reference would index from the end of the buffer; no caller does that).
+ * scan_reply and its reference both refuse it.
  *
  * The bytes come from the server, which is not trusted: every length read from the wire
  * is compared against the bytes that are left *before* anything is added to a position,
@@ -722,6 +724,329 @@ error:
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* scan_reply                                                                           */
+
+/* Whether s[0:n] is UTF-8 as Python's strict decoder judges it: the well-formed
+ * sequences of the Unicode standard (no overlong forms, no surrogates, nothing beyond
+ * U+10FFFF). Checked without making a str: column names are only validated here. */
+static int
+is_utf8(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        const unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        Py_ssize_t more;
+        unsigned char low = 0x80, high = 0xBF; /* the range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) {
+            more = 1;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            more = 2;
+            if (c == 0xE0) {
+                low = 0xA0; /* overlong */
+            }
+            else if (c == 0xED) {
+                high = 0x9F; /* surrogates */
+            }
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            if (c == 0xF0) {
+                low = 0x90; /* overlong */
+            }
+            else if (c == 0xF4) {
+                high = 0x8F; /* beyond U+10FFFF */
+            }
+        }
+        else {
+            return 0;
+        }
+        if (n - i - 1 < more || s[i + 1] < low || s[i + 1] > high) {
+            return 0;
+        }
+        for (Py_ssize_t k = 2; k <= more; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) {
+                return 0;
+            }
+        }
+        i += 1 + more;
+    }
+    return 1;
+}
+
+/* The payload size of the message at data[p:] when its length field is at least 4,
+ * its length plus the type byte at most max_length, and all of it is here; else -1. */
+static inline Py_ssize_t
+whole_message(const unsigned char *data, Py_ssize_t end, Py_ssize_t p, long long max_length)
+{
+    if (end - p < 5) {
+        return -1;
+    }
+    const int32_t length = read_int32(data + p + 1);
+    if (length < 4 || (long long)length + 1 > max_length || (Py_ssize_t)length > end - p - 1) {
+        return -1;
+    }
+    return (Py_ssize_t)length - 4;
+}
+
+/* The column count of a RowDescription payload RowDescription.decode accepts, else -1:
+ * per column a NUL-terminated UTF-8 name and 18 bytes ending in format code 0 or 1,
+ * and nothing after the last. */
+static Py_ssize_t
+row_description_columns(const unsigned char *s, Py_ssize_t n)
+{
+    if (n < 2) {
+        return -1;
+    }
+    const Py_ssize_t count = read_uint16(s);
+    Py_ssize_t p = 2;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *nul = memchr(s + p, 0, (size_t)(n - p));
+        if (nul == NULL) {
+            return -1;
+        }
+        const Py_ssize_t name_end = (Py_ssize_t)(nul - s);
+        if (!is_utf8(s + p, name_end - p) || n - name_end - 1 < 18) {
+            return -1;
+        }
+        p = name_end + 1 + 18;
+        if (s[p - 2] != 0 || s[p - 1] > 1) {
+            return -1;
+        }
+    }
+    return p == n ? count : -1;
+}
+
+/* The row of the DataRow whose column values are data[p:msg_end] (after the count),
+ * in *row; 0 with *row NULL when it is malformed or not UTF-8, -1 on an error. */
+static int
+decode_row(const unsigned char *data, Py_ssize_t p, Py_ssize_t msg_end, Py_ssize_t count,
+           PyObject **row)
+{
+    PyObject *values = PyTuple_New(count);
+    *row = NULL;
+    if (values == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (msg_end - p < 4) {
+            goto malformed;
+        }
+        const int32_t size = read_int32(data + p);
+        p += 4;
+        PyObject *value;
+        if (size < 0) {
+            if (size != -1) {
+                goto malformed;
+            }
+            value = Py_NewRef(Py_None);
+        }
+        else {
+            if ((Py_ssize_t)size > msg_end - p) {
+                goto malformed;
+            }
+            value = decode_text(data + p, (Py_ssize_t)size);
+            if (value == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    Py_DECREF(values);
+                    return -1;
+                }
+                PyErr_Clear();
+                goto malformed;
+            }
+            p += (Py_ssize_t)size;
+        }
+        PyTuple_SET_ITEM(values, i, value);
+    }
+    if (p != msg_end) {
+        goto malformed;
+    }
+    /* Only str and None: no cycle can run through it (see parse_data_rows). */
+    PyObject_GC_UnTrack(values);
+    *row = values;
+    return 0;
+
+malformed:
+    Py_DECREF(values);
+    return 0;
+}
+
+PyDoc_STRVAR(scan_reply_doc,
+"scan_reply($module, data, pos, max_length, row_limit, /)\n"
+"--\n"
+"\n"
+"The whole ordinary query reply at data[pos:], or None:\n"
+"(pos after ReadyForQuery, RowDescription payload or None, rows, tag, status byte).\n"
+"\n"
+"The compiled twin of postgres_async.protocol.reply.scan_reply; see there.");
+
+static PyObject *
+scan_reply(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "scan_reply() takes exactly 4 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    long long start, max_length, row_limit;
+    if (saturated_long_long(args[1], &start) < 0 ||
+        saturated_long_long(args[2], &max_length) < 0 ||
+        saturated_long_long(args[3], &row_limit) < 0) {
+        return NULL;
+    }
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan_reply: pos must not be negative");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)view.buf;
+    const Py_ssize_t end = view.len;
+    PyObject *rows = NULL, *tag = NULL, *description = NULL, *new_pos = NULL, *status = NULL;
+
+    /* First the framing, from the headers alone and making no object, so that a reply
+     * not all here yet (or too long for row_limit) costs no decoding. ReadyForQuery's
+     * 6 bytes (and so every other message) must fit max_length. */
+    if (start > (long long)end || max_length < 6 || row_limit < 0) {
+        goto not_ordinary;
+    }
+    Py_ssize_t p = (Py_ssize_t)start;
+    if (end - p < 10 || memcmp(data + p, "1\0\0\0\x04" "2\0\0\0\x04", 10) != 0) {
+        goto not_ordinary;
+    }
+    p += 10;
+    Py_ssize_t description_start = -1, description_size = 0, column_count = 0, nrows = 0;
+    if (end - p < 5) {
+        goto not_ordinary;
+    }
+    if (data[p] == 'n') {
+        if (read_int32(data + p + 1) != 4) {
+            goto not_ordinary;
+        }
+        p += 5;
+    }
+    else if (data[p] == 'T') {
+        description_size = whole_message(data, end, p, max_length);
+        if (description_size < 2) {
+            goto not_ordinary;
+        }
+        description_start = p + 5;
+        column_count = row_description_columns(data + description_start, description_size);
+        if (column_count < 0) {
+            goto not_ordinary;
+        }
+        p = description_start + description_size;
+    }
+    else {
+        goto not_ordinary;
+    }
+    const Py_ssize_t rows_start = p;
+    while (description_start >= 0 && p < end && data[p] == 'D') {
+        const Py_ssize_t size = whole_message(data, end, p, max_length);
+        if (size < 2 || read_uint16(data + p + 5) != column_count ||
+            (long long)nrows >= row_limit) {
+            goto not_ordinary;
+        }
+        nrows++;
+        p += 5 + size;
+    }
+    const Py_ssize_t tag_size =
+        whole_message(data, end, p, max_length < 30001 ? max_length : 30001);
+    if (tag_size < 1 || data[p] != 'C') {
+        goto not_ordinary;
+    }
+    const Py_ssize_t tag_start = p + 5;
+    if (memchr(data + tag_start, 0, (size_t)tag_size) != data + tag_start + tag_size - 1) {
+        goto not_ordinary;
+    }
+    p = tag_start + tag_size;
+    if (end - p < 6 || data[p] != 'Z' || read_int32(data + p + 1) != 5) {
+        goto not_ordinary;
+    }
+    const unsigned char status_byte = data[p + 5];
+    if (status_byte != 'I' && status_byte != 'T' && status_byte != 'E') {
+        goto not_ordinary;
+    }
+    p += 6;
+
+    /* Then the values, in one pass over the DataRows framed above. */
+    tag = decode_text(data + tag_start, tag_size - 1);
+    if (tag == NULL) {
+        goto decode_failed;
+    }
+    rows = PyList_New(nrows);
+    if (rows == NULL) {
+        goto error;
+    }
+    Py_ssize_t q = rows_start;
+    for (Py_ssize_t i = 0; i < nrows; i++) {
+        const Py_ssize_t msg_end = q + 1 + (Py_ssize_t)read_int32(data + q + 1);
+        PyObject *row;
+        if (decode_row(data, q + 7, msg_end, column_count, &row) < 0) {
+            goto error;
+        }
+        if (row == NULL) {
+            goto not_ordinary;
+        }
+        PyList_SET_ITEM(rows, i, row);
+        q = msg_end;
+    }
+    description = description_start < 0
+                      ? Py_NewRef(Py_None)
+                      : PyBytes_FromStringAndSize((const char *)data + description_start,
+                                                  description_size);
+    if (description == NULL) {
+        goto error;
+    }
+    new_pos = PyLong_FromSsize_t(p);
+    if (new_pos == NULL) {
+        goto error;
+    }
+    status = PyLong_FromLong(status_byte);
+    if (status == NULL) {
+        goto error;
+    }
+    PyBuffer_Release(&view);
+    PyObject *result = PyTuple_New(5);
+    if (result == NULL) {
+        goto error_released;
+    }
+    PyTuple_SET_ITEM(result, 0, new_pos);
+    PyTuple_SET_ITEM(result, 1, description);
+    PyTuple_SET_ITEM(result, 2, rows);
+    PyTuple_SET_ITEM(result, 3, tag);
+    PyTuple_SET_ITEM(result, 4, status);
+    return result;
+
+decode_failed:
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        goto error;
+    }
+    PyErr_Clear();
+not_ordinary:
+    Py_XDECREF(rows); /* a list still partly NULL is fine to free */
+    Py_XDECREF(tag);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+
+error:
+    PyBuffer_Release(&view);
+error_released:
+    Py_XDECREF(rows);
+    Py_XDECREF(tag);
+    Py_XDECREF(description);
+    Py_XDECREF(new_pos);
+    Py_XDECREF(status);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* module                                                                               */
 
 static PyMethodDef speedups_methods[] = {
@@ -729,6 +1054,7 @@ static PyMethodDef speedups_methods[] = {
      parse_data_rows_doc},
     {"format_copy_rows", (PyCFunction)(void (*)(void))format_copy_rows, METH_FASTCALL,
      format_copy_rows_doc},
+    {"scan_reply", (PyCFunction)(void (*)(void))scan_reply, METH_FASTCALL, scan_reply_doc},
     {NULL, NULL, 0, NULL},
 };
 
