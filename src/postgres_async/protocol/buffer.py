@@ -165,7 +165,7 @@ class ReceiveBuffer:
         """A whole ordinary query reply, if the compiled scanner is active and one is
         here: (RowDescription payload or None for NoData, rows, tag, status byte).
         Consumed only when recognised; anything else stays for the message path."""
-        scan = getattr(_accel, "scan_reply", None)  # TEMP until bound
+        scan = _accel.scan_reply
         if scan is None:
             return None
         found = scan(self._data, self._pos, self.max_message_length, row_limit)
