@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import importlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -189,3 +191,21 @@ def _describe(context: dict[str, Any]) -> str:
     if exception is not None:
         text += f": {exception!r}"
     return text
+
+
+@pytest.fixture(scope="module")
+def speedups() -> ModuleType:
+    """The compiled accelerator, for tests comparing it with the Python reference.
+
+    Skipped where it was not built, except in CI, which must test it.
+    """
+    try:
+        return importlib.import_module("postgres_async._speedups")
+    except ImportError as exc:
+        message = (
+            f"postgres_async._speedups is not built ({exc}); "
+            "a C compiler and `pip install -e .` build it"
+        )
+        if _in_ci():
+            pytest.fail(f"CI requires the compiled accelerator: {message}", pytrace=False)
+        pytest.skip(message)

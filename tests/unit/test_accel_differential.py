@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
-import importlib
 import os
 import struct
 import tracemalloc
@@ -32,24 +31,6 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "false", "0")
-
-
-@pytest.fixture(scope="module")
-def speedups() -> ModuleType:
-    try:
-        return importlib.import_module("postgres_async._speedups")
-    except ImportError as exc:
-        message = (
-            f"postgres_async._speedups is not built ({exc}); "
-            "a C compiler and `pip install -e .` build it"
-        )
-        if _in_ci():
-            pytest.fail(f"CI requires the compiled accelerator: {message}", pytrace=False)
-        pytest.skip(message)
 
 
 Outcome = tuple[str, object]

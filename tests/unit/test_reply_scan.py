@@ -56,24 +56,6 @@ MAX_INT32 = 2**31 - 1
 NO_LIMIT = 1 << 30
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "false", "0")
-
-
-@pytest.fixture(scope="module")
-def speedups() -> ModuleType:
-    try:
-        return importlib.import_module("postgres_async._speedups")
-    except ImportError as exc:
-        message = (
-            f"postgres_async._speedups is not built ({exc}); "
-            "a C compiler and `pip install -e .` build it"
-        )
-        if _in_ci():
-            pytest.fail(f"CI requires the compiled accelerator: {message}", pytrace=False)
-        pytest.skip(message)
-
-
 @pytest.fixture(params=["python", "c"])
 def scan(request: pytest.FixtureRequest) -> Scan:
     if request.param == "python":
