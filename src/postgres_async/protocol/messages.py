@@ -453,7 +453,9 @@ class CopyBothResponse(_CopyResponse):
     NAME = "CopyBothResponse"
 
 
-def encode_data_row(values: Sequence[bytes | None]) -> bytes:
+def _encode_values(values: Sequence[bytes | None]) -> bytes:
+    """A uint16 count, then each value as an int32 length (-1 for NULL) and its bytes:
+    the layout of DataRow columns, Bind parameters and FunctionCall arguments."""
     parts = [pack_uint16(len(values))]
     for value in values:
         if value is None:
@@ -461,7 +463,24 @@ def encode_data_row(values: Sequence[bytes | None]) -> bytes:
         else:
             parts.append(pack_int32(len(value)))
             parts.append(value)
-    return frame(b"D", b"".join(parts))
+    return b"".join(parts)
+
+
+def _decode_values(reader: PayloadReader, message: str, noun: str) -> tuple[bytes | None, ...]:
+    values: list[bytes | None] = []
+    for _ in range(reader.uint16()):
+        length = reader.int32()
+        if length == NULL_LENGTH:
+            values.append(None)
+        elif length < 0:
+            raise protocol_violation(f"Failed to parse {message}: {noun} length {length}")
+        else:
+            values.append(reader.raw(length))
+    return tuple(values)
+
+
+def encode_data_row(values: Sequence[bytes | None]) -> bytes:
+    return frame(b"D", _encode_values(values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,18 +497,9 @@ class DataRow(BackendMessage):
     @classmethod
     def decode(cls, payload: bytes) -> Self:
         reader = PayloadReader(payload, cls.NAME)
-        count = reader.uint16()
-        values: list[bytes | None] = []
-        for _ in range(count):
-            length = reader.int32()
-            if length == NULL_LENGTH:
-                values.append(None)
-            elif length < 0:
-                raise protocol_violation(f"Failed to parse DataRow: column length {length}")
-            else:
-                values.append(reader.raw(length))
+        values = _decode_values(reader, cls.NAME, "column")
         reader.expect_end()
-        return cls(tuple(values))
+        return cls(values)
 
 
 def _encode_fields(fields: Mapping[str, str]) -> bytes:
@@ -1031,12 +1041,7 @@ class Bind(FrontendMessage):
         parts = [cstr(self.portal, "portal name"), cstr(self.statement, "statement name")]
         parts.append(pack_uint16(len(self.param_formats)))
         parts.extend(pack_int16(f) for f in self.param_formats)
-        parts.append(pack_uint16(len(self.params)))
-        for value in self.params:
-            if value is None:
-                parts.append(pack_int32(NULL_LENGTH))
-            else:
-                parts.append(pack_int32(len(value)) + value)
+        parts.append(_encode_values(self.params))
         parts.append(pack_uint16(len(self.result_formats)))
         parts.extend(pack_int16(f) for f in self.result_formats)
         return frame(self.TYPE, b"".join(parts))
@@ -1047,13 +1052,10 @@ class Bind(FrontendMessage):
         portal = reader.cstring()
         statement = reader.cstring()
         param_formats = tuple(reader.int16() for _ in range(reader.uint16()))
-        params: list[bytes | None] = []
-        for _ in range(reader.uint16()):
-            length = reader.int32()
-            params.append(None if length == NULL_LENGTH else reader.raw(length))
+        params = _decode_values(reader, cls.NAME, "parameter")
         result_formats = tuple(reader.int16() for _ in range(reader.uint16()))
         reader.expect_end()
-        return cls(tuple(params), portal, statement, param_formats, result_formats)
+        return cls(params, portal, statement, param_formats, result_formats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1206,12 +1208,7 @@ class FunctionCall(FrontendMessage):
     def encode(self) -> bytes:
         parts = [pack_uint32(self.function_oid), pack_uint16(len(self.argument_formats))]
         parts.extend(pack_int16(f) for f in self.argument_formats)
-        parts.append(pack_uint16(len(self.arguments)))
-        for value in self.arguments:
-            if value is None:
-                parts.append(pack_int32(NULL_LENGTH))
-            else:
-                parts.append(pack_int32(len(value)) + value)
+        parts.append(_encode_values(self.arguments))
         parts.append(pack_int16(self.result_format))
         return frame(self.TYPE, b"".join(parts))
 
@@ -1220,13 +1217,10 @@ class FunctionCall(FrontendMessage):
         reader = PayloadReader(payload, cls.NAME)
         oid = reader.uint32()
         formats = tuple(reader.int16() for _ in range(reader.uint16()))
-        args: list[bytes | None] = []
-        for _ in range(reader.uint16()):
-            length = reader.int32()
-            args.append(None if length == NULL_LENGTH else reader.raw(length))
+        args = _decode_values(reader, cls.NAME, "argument")
         result_format = reader.int16()
         reader.expect_end()
-        return cls(oid, tuple(args), formats, result_format)
+        return cls(oid, args, formats, result_format)
 
 
 # The typed frontend messages by type byte. ``p`` is ambiguous on the wire (its meaning
