@@ -15,7 +15,7 @@ import importlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 
-from . import _values
+from . import _copy_binary, _values
 from .protocol import buffer as _py_buffer
 
 ParseDataRows = Callable[
@@ -36,6 +36,9 @@ def format_copy_rows_python(rows: Iterable[Sequence[object]]) -> bytes:
 
 
 _requested = os.environ.get("POSTGRES_ASYNC_IMPL", "auto").strip().lower()
+
+# COPY binary rows: the reference is _copy_binary.encode_rows.
+copy_binary_rows: _copy_binary.RowsEncoder = _copy_binary.encode_rows
 
 parse_data_rows: ParseDataRows = _py_buffer.parse_data_rows
 format_copy_rows: FormatCopyRows = format_copy_rows_python
@@ -67,5 +70,6 @@ if _requested != "python":
 
         parse_data_rows = _speedups.parse_data_rows
         format_copy_rows = format_copy_rows_c
+        copy_binary_rows = _speedups.copy_binary_rows
         scan_reply = _speedups.scan_reply
         IMPLEMENTATION = "c"

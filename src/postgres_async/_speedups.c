@@ -1,5 +1,5 @@
 /*
- * postgres_async._speedups: optional compiled twins of three hot paths.
+ * postgres_async._speedups: optional compiled twins of four hot paths.
  *
  * The pure-Python functions are the specification, and these must agree with them on
  * every input, values and problems alike (tests/unit/test_accel_differential.py and
@@ -8,6 +8,7 @@
  *   parse_data_rows   <->  postgres_async.protocol.buffer.parse_data_rows
  *   format_copy_rows  <->  b"".join(_values.copy_text_line(row).encode() for row in rows)
  *   scan_reply        <->  postgres_async.protocol.reply.scan_reply
+ *   copy_binary_rows  <->  postgres_async._copy_binary.encode_rows
  *
  * The only deliberate difference: parse_data_rows refuses a negative ``pos`` with
  * ValueError (the reference would index from the end of the buffer; no caller does that).
@@ -1047,6 +1048,439 @@ error_released:
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* copy_binary_rows                                                                     */
+/*
+ * The compiled twin of postgres_async._copy_binary.encode_rows: rows of typed values in
+ * COPY binary format. The common kinds (the KIND_* codes of _copy_binary) are encoded
+ * here when the value has the exact expected type and fits; any other value goes to the
+ * column's Python encoder. Whenever anything about a row is unusual (not an exact
+ * tuple/list, the wrong length, an encoder raising TypeError/ValueError, a list that
+ * Python code might change under us) the row is dropped from the output and handed
+ * whole to the reference's row encoder, which encodes it or raises: the exceptions are
+ * the reference's own, by construction.
+ */
+
+enum {
+    BK_OTHER = 0,
+    BK_INT2 = 1,
+    BK_INT4 = 2,
+    BK_INT8 = 3,
+    BK_FLOAT4 = 4,
+    BK_FLOAT8 = 5,
+    BK_BOOL = 6,
+    BK_TEXT = 7,
+    BK_BYTEA = 8,
+    BK_JSONB = 9,
+};
+
+static inline void
+put_be16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static inline void
+put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static inline void
+put_be64(unsigned char *p, uint64_t v)
+{
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+/* A fixed-size field: int32 length, then the big-endian value. */
+static inline int
+binary_fixed(Writer *w, uint64_t v, int size)
+{
+    if (writer_reserve(w, 4 + size) < 0) {
+        return -1;
+    }
+    unsigned char *out = (unsigned char *)w->buf + w->len;
+    put_be32(out, (uint32_t)size);
+    if (size == 1) {
+        out[4] = (unsigned char)v;
+    }
+    else if (size == 2) {
+        put_be16(out + 4, (uint16_t)v);
+    }
+    else if (size == 4) {
+        put_be32(out + 4, (uint32_t)v);
+    }
+    else {
+        put_be64(out + 4, v);
+    }
+    w->len += 4 + size;
+    return 0;
+}
+
+/* Raw bytes as one field; 0 if too long for a field (the reference says so). */
+static int
+binary_raw(Writer *w, const char *data, Py_ssize_t n)
+{
+    if (n > INT32_MAX) {
+        return 0;
+    }
+    if (writer_reserve(w, 4 + n) < 0) {
+        return -1;
+    }
+    put_be32((unsigned char *)w->buf + w->len, (uint32_t)n);
+    memcpy(w->buf + w->len + 4, data, (size_t)n);
+    w->len += 4 + n;
+    return 1;
+}
+
+/* A str as UTF-8 after an optional prefix byte (jsonb's version). 1: written; 0: not
+ * here (NUL, a lone surrogate, too long: the Python encoder decides); -1: error. */
+static int
+binary_text(Writer *w, PyObject *text, int prefix)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) {
+        return -1;
+    }
+#endif
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const Py_ssize_t extra = prefix >= 0 ? 1 : 0;
+    if (PyUnicode_IS_ASCII(text)) {
+        const char *s = (const char *)PyUnicode_DATA(text);
+        if (n > INT32_MAX - extra || memchr(s, 0, (size_t)n) != NULL) {
+            return 0;
+        }
+        if (writer_reserve(w, 4 + extra + n) < 0) {
+            return -1;
+        }
+        unsigned char *out = (unsigned char *)w->buf + w->len;
+        put_be32(out, (uint32_t)(n + extra));
+        if (extra) {
+            out[4] = (unsigned char)prefix;
+        }
+        memcpy(out + 4 + extra, s, (size_t)n);
+        w->len += 4 + extra + n;
+        return 1;
+    }
+    const int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    const Py_ssize_t per = kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4;
+    if (n > (PY_SSIZE_T_MAX - 16) / per) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (writer_reserve(w, 4 + extra + n * per) < 0) {
+        return -1;
+    }
+    unsigned char *start = (unsigned char *)w->buf + w->len;
+    unsigned char *out = start + 4;
+    if (extra) {
+        *out++ = (unsigned char)prefix;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            if (c == 0) {
+                return 0;
+            }
+            *out++ = (unsigned char)c;
+        }
+        else if (c < 0x800) {
+            out[0] = (unsigned char)(0xC0 | (c >> 6));
+            out[1] = (unsigned char)(0x80 | (c & 0x3F));
+            out += 2;
+        }
+        else if (c < 0x10000) {
+            if (c >= 0xD800 && c <= 0xDFFF) {
+                return 0;
+            }
+            out[0] = (unsigned char)(0xE0 | (c >> 12));
+            out[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            out[2] = (unsigned char)(0x80 | (c & 0x3F));
+            out += 3;
+        }
+        else {
+            out[0] = (unsigned char)(0xF0 | (c >> 18));
+            out[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+            out[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+            out[3] = (unsigned char)(0x80 | (c & 0x3F));
+            out += 4;
+        }
+    }
+    const Py_ssize_t size = (Py_ssize_t)(out - start) - 4;
+    if (size > INT32_MAX) {
+        return 0;
+    }
+    put_be32(start, (uint32_t)size);
+    w->len += 4 + size;
+    return 1;
+}
+
+/* One value of a common kind, done here. 1: written; 0: not here (another type, out
+ * of range, ...: the Python encoder decides); -1: error. */
+static int
+binary_value(Writer *w, PyObject *value, int kind)
+{
+    switch (kind) {
+    case BK_INT2:
+    case BK_INT4:
+    case BK_INT8: {
+        if (!PyLong_CheckExact(value)) {
+            return 0;
+        }
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow) {
+            return 0;
+        }
+        if (kind == BK_INT8) {
+            return binary_fixed(w, (uint64_t)v, 8) < 0 ? -1 : 1;
+        }
+        if (kind == BK_INT4) {
+            if (v < INT32_MIN || v > INT32_MAX) {
+                return 0;
+            }
+            return binary_fixed(w, (uint32_t)(int32_t)v, 4) < 0 ? -1 : 1;
+        }
+        if (v < INT16_MIN || v > INT16_MAX) {
+            return 0;
+        }
+        return binary_fixed(w, (uint16_t)(int16_t)v, 2) < 0 ? -1 : 1;
+    }
+    case BK_FLOAT4:
+    case BK_FLOAT8: {
+        if (!PyFloat_CheckExact(value)) {
+            return 0;
+        }
+        const double d = PyFloat_AS_DOUBLE(value);
+        if (kind == BK_FLOAT8) {
+            uint64_t bits;
+            memcpy(&bits, &d, sizeof(bits));
+            return binary_fixed(w, bits, 8) < 0 ? -1 : 1;
+        }
+        /* As struct.pack(">f"): round to nearest; a finite value that becomes infinite
+         * is out of range. */
+        const float f = (float)d;
+        if (Py_IS_INFINITY(f) && !Py_IS_INFINITY(d)) {
+            return 0;
+        }
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof(bits));
+        return binary_fixed(w, bits, 4) < 0 ? -1 : 1;
+    }
+    case BK_BOOL:
+        if (value == Py_True || value == Py_False) {
+            return binary_fixed(w, value == Py_True, 1) < 0 ? -1 : 1;
+        }
+        return 0;
+    case BK_TEXT:
+    case BK_JSONB:
+        if (!PyUnicode_CheckExact(value)) {
+            return 0;
+        }
+        return binary_text(w, value, kind == BK_JSONB ? 1 : -1);
+    case BK_BYTEA:
+        if (PyBytes_CheckExact(value)) {
+            return binary_raw(w, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+        }
+        if (PyByteArray_CheckExact(value)) {
+            return binary_raw(w, PyByteArray_AS_STRING(value), PyByteArray_GET_SIZE(value));
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* The column's Python encoder. 1: written; 0: it raised TypeError/ValueError or its
+ * result is too long for a field (the row encoder will raise the same); -1: error. */
+static int
+binary_fallback(Writer *w, PyObject *encoder, PyObject *value, Py_ssize_t column)
+{
+    PyObject *data = PyObject_Vectorcall(encoder, &value, 1, NULL);
+    if (data == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "copy_binary_rows: the encoder of column %zd returned %.200s, not bytes",
+                     column, Py_TYPE(data)->tp_name);
+        Py_DECREF(data);
+        return -1;
+    }
+    const int rc = binary_raw(w, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    return rc;
+}
+
+/* One row. 1: written; 0: not here (the caller asks the row encoder); -1: error. */
+static int
+binary_row(Writer *w, PyObject *row, const unsigned char *kinds, PyObject *encoders,
+           Py_ssize_t ncols, int any_other)
+{
+    PyObject *values;
+    if (PyTuple_CheckExact(row)) {
+        values = Py_NewRef(row);
+    }
+    else if (PyList_CheckExact(row)) {
+        /* Python encoders run between values and could change a list: with a column of
+         * another kind, work on a copy taken now, as the reference's tuple(row). */
+        values = any_other ? PyList_AsTuple(row) : Py_NewRef(row);
+        if (values == NULL) {
+            return -1;
+        }
+    }
+    else {
+        return 0;
+    }
+    const int is_list = PyList_CheckExact(values);
+    int rc = 0;
+    if (Py_SIZE(values) != ncols) {
+        goto done;
+    }
+    if (writer_reserve(w, 2) < 0) {
+        rc = -1;
+        goto done;
+    }
+    put_be16((unsigned char *)w->buf + w->len, (uint16_t)ncols);
+    w->len += 2;
+    for (Py_ssize_t j = 0; j < ncols; j++) {
+        PyObject *value = is_list ? PyList_GET_ITEM(values, j) : PyTuple_GET_ITEM(values, j);
+        if (value == Py_None) {
+            if (writer_reserve(w, 4) < 0) {
+                rc = -1;
+                goto done;
+            }
+            put_be32((unsigned char *)w->buf + w->len, 0xFFFFFFFFu);
+            w->len += 4;
+            continue;
+        }
+        int done_here = kinds[j] == BK_OTHER ? 0 : binary_value(w, value, kinds[j]);
+        if (done_here == 0) {
+            if (is_list) {
+                rc = 0; /* a Python call could change the list: the row encoder does it */
+                goto done;
+            }
+            done_here = binary_fallback(w, PyTuple_GET_ITEM(encoders, j), value, j);
+        }
+        if (done_here <= 0) {
+            rc = done_here;
+            goto done;
+        }
+    }
+    rc = 1;
+done:
+    Py_DECREF(values);
+    return rc;
+}
+
+PyDoc_STRVAR(copy_binary_rows_doc,
+"copy_binary_rows($module, rows, kinds, encoders, encode_row, /)\n"
+"--\n"
+"\n"
+"The rows in COPY binary format (no header or trailer), as\n"
+"b\"\".join(encode_row(row, i) for i, row in enumerate(rows)).\n"
+"\n"
+"kinds (bytes) has one _copy_binary.KIND_* code per column and encoders one Python\n"
+"encoder per column (value -> bytes); values of the common kinds are encoded here,\n"
+"anything unusual goes to the encoder, and a row with any problem to encode_row.");
+
+static PyObject *
+copy_binary_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "copy_binary_rows() takes exactly 4 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *kinds_obj = args[1];
+    PyObject *encoders = args[2];
+    PyObject *encode_row = args[3];
+    if (!PyBytes_Check(kinds_obj) || !PyTuple_Check(encoders) ||
+        PyTuple_GET_SIZE(encoders) != PyBytes_GET_SIZE(kinds_obj)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "copy_binary_rows: kinds must be bytes and encoders a tuple of as many");
+        return NULL;
+    }
+    const Py_ssize_t ncols = PyBytes_GET_SIZE(kinds_obj);
+    if (ncols > INT16_MAX) {
+        PyErr_SetString(PyExc_ValueError, "copy_binary_rows: too many columns");
+        return NULL;
+    }
+    const unsigned char *kinds = (const unsigned char *)PyBytes_AS_STRING(kinds_obj);
+    int any_other = 0;
+    for (Py_ssize_t j = 0; j < ncols; j++) {
+        any_other |= kinds[j] == BK_OTHER;
+    }
+    PyObject *rows = PySequence_List(args[0]);
+    if (rows == NULL) {
+        return NULL;
+    }
+    Writer w;
+    const Py_ssize_t count = PyList_GET_SIZE(rows);
+    Py_ssize_t guess = 4096;
+    if (count < PY_SSIZE_T_MAX / 64 / (ncols + 1)) {
+        guess = Py_MAX(guess, count * (2 + 16 * ncols));
+    }
+    if (writer_init(&w, guess) < 0) {
+        Py_DECREF(rows);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = Py_NewRef(PyList_GET_ITEM(rows, i));
+        const Py_ssize_t row_start = w.len;
+        int rc = binary_row(&w, row, kinds, encoders, ncols, any_other);
+        if (rc == 0) {
+            w.len = row_start;
+            PyObject *index = PyLong_FromSsize_t(i);
+            PyObject *data = NULL;
+            if (index != NULL) {
+                PyObject *call_args[2] = {row, index};
+                data = PyObject_Vectorcall(encode_row, call_args, 2, NULL);
+                Py_DECREF(index);
+            }
+            if (data == NULL) {
+                rc = -1;
+            }
+            else if (!PyBytes_Check(data)) {
+                PyErr_Format(PyExc_TypeError, "copy_binary_rows: encode_row returned %.200s, not bytes",
+                             Py_TYPE(data)->tp_name);
+                rc = -1;
+            }
+            else if (writer_reserve(&w, PyBytes_GET_SIZE(data)) < 0) {
+                rc = -1;
+            }
+            else {
+                memcpy(w.buf + w.len, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+                w.len += PyBytes_GET_SIZE(data);
+            }
+            Py_XDECREF(data);
+        }
+        Py_DECREF(row);
+        if (rc < 0) {
+            Py_XDECREF(w.bytes);
+            Py_DECREF(rows);
+            return NULL;
+        }
+    }
+    Py_DECREF(rows);
+    if (_PyBytes_Resize(&w.bytes, w.len) < 0) {
+        return NULL;
+    }
+    return w.bytes;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* module                                                                               */
 
 static PyMethodDef speedups_methods[] = {
@@ -1055,6 +1489,8 @@ static PyMethodDef speedups_methods[] = {
     {"format_copy_rows", (PyCFunction)(void (*)(void))format_copy_rows, METH_FASTCALL,
      format_copy_rows_doc},
     {"scan_reply", (PyCFunction)(void (*)(void))scan_reply, METH_FASTCALL, scan_reply_doc},
+    {"copy_binary_rows", (PyCFunction)(void (*)(void))copy_binary_rows, METH_FASTCALL,
+     copy_binary_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 
