@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeAlias, TypeVar
 
-from . import _accel, _values
+from . import _accel, _copy_binary, _values
 from ._transport.stream import (
     CONNECTION_DOES_NOT_EXIST,
     UNABLE_TO_CONNECT,
@@ -931,7 +931,7 @@ class Connection:
     ) -> CommandComplete:
         """Run ``COPY ... FROM STDIN`` and send what ``feed_data`` yields as its data."""
         op = self._prepare(_Mode.COPY_IN, sql, parameters)
-        op.copy_feed = (feed_data, _raw_batch, False)
+        op.copy_feed = (feed_data, _raw_batch, False, _NO_FRAMING)
         result: CommandComplete = await self._run(op)
         return result
 
@@ -942,19 +942,57 @@ class Connection:
         *,
         feed_data: Feed[Sequence[object]],
         schema_name: str | None = None,
+        format: str = "text",
     ) -> CommandComplete:
-        """COPY rows (sequences of values) into a table; names are quoted here."""
+        """COPY rows (sequences of values) into a table; names are quoted here.
+
+        ``format="text"`` (the default) sends every value in its text form, whatever the
+        column's type. ``format="binary"`` first looks up the columns' types (one query;
+        a missing table or column raises PgasyncError 42P01 / 42703, a type the binary
+        format does not support here raises TypeError, all before the COPY starts), then
+        sends each value in its type's binary form, taking Python types strictly: see
+        ``postgres_async._copy_binary``. A value that does not fit its column raises
+        TypeError/ValueError naming the row and column; the COPY is then abandoned (no
+        row is committed) and the connection stays usable. The lookup and the COPY are
+        two turns in the FIFO: a call made on this connection meanwhile may run between
+        them.
+        """
+        if format not in ("text", "binary"):
+            raise ValueError(f"format must be 'text' or 'binary', not {format!r}")
         if isinstance(column_names, str):
             raise TypeError("column_names must be a sequence of names, not one str")
+        names = list(column_names)
         target = _values.quote_identifier(table_name)
         if schema_name is not None:
             target = _values.quote_identifier(schema_name) + "." + target
-        columns = ", ".join(_values.quote_identifier(c) for c in column_names)
-        sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT text)"
+        columns = ", ".join(_values.quote_identifier(c) for c in names)
+        copy_feed: tuple[Any, ...]
+        if format == "text":
+            sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT text)"
+            copy_feed = (feed_data, _accel.format_copy_rows, True, _NO_FRAMING)
+        else:
+            encoder = _copy_binary.BatchEncoder(
+                await self._copy_binary_columns(target, names), _accel.copy_binary_rows
+            )
+            sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT binary)"
+            copy_feed = (feed_data, encoder, True, _BINARY_FRAMING)
         op = self._prepare(_Mode.COPY_IN, sql, None)
-        op.copy_feed = (feed_data, _accel.format_copy_rows, True)
+        op.copy_feed = copy_feed
         result: CommandComplete = await self._run(op)
         return result
+
+    async def _copy_binary_columns(
+        self, target: str, names: list[str]
+    ) -> list[_copy_binary.Column]:
+        """The encoders for ``names`` of ``target`` (quoted), from the catalog. Through
+        ``query``, so it takes its turn in the FIFO like any statement."""
+        found: list[tuple[str | None, ...]] = []
+
+        def keep(_names: tuple[str, ...], values: tuple[str | None, ...]) -> None:
+            found.append(values)
+
+        await self.query(_copy_binary.COLUMN_TYPES_SQL, [target], handle_row=keep)
+        return _copy_binary.columns_for(names, found, target, self.server_version)
 
     async def copy_out(
         self,
@@ -1079,10 +1117,10 @@ class Connection:
     # ---------------------------------------------------------------------- COPY IN
     async def _feed_copy(self, op: _Operation) -> None:
         """Pull from feed_data and write CopyData until Finished/Abort or told to stop."""
-        feed, encode_batch, rows = op.copy_feed
+        feed, encode_batch, rows, (header, trailer) = op.copy_feed
         stop = op.copy_stop
         assert stop is not None
-        writer = _CopyWriter(self, encode_batch, stop, rows)
+        writer = _CopyWriter(self, encode_batch, stop, rows, header, trailer)
         end: bytes
         try:
             end = await writer.run(feed)
@@ -1105,9 +1143,23 @@ class _CopyWriter:
     available), sent when the batch is big, when the feeder waits, or when it has been
     held for a while; after each send the writer waits while the transport's buffer is
     full, so memory stays bounded however fast the feeder is.
+
+    ``header`` goes in front of the first data sent and ``trailer`` after the last, each
+    exactly once, and only when the copy ends with CopyDone (CopyFail needs neither).
     """
 
-    __slots__ = ("_batch", "_conn", "_encode", "_loop", "_rows", "_sent_at", "_size", "_stop")
+    __slots__ = (
+        "_batch",
+        "_conn",
+        "_encode",
+        "_header",
+        "_loop",
+        "_rows",
+        "_sent_at",
+        "_size",
+        "_stop",
+        "_trailer",
+    )
 
     MAX_ITEMS = 1024
     MAX_BYTES = 256 * 1024
@@ -1120,8 +1172,12 @@ class _CopyWriter:
         encode: Callable[[list[Any]], bytes],
         stop: asyncio.Future[None],
         rows: bool,
+        header: bytes = b"",
+        trailer: bytes = b"",
     ) -> None:
         self._rows = rows
+        self._header = header
+        self._trailer = trailer
         self._conn = conn
         self._encode = encode
         self._stop = stop
@@ -1147,6 +1203,9 @@ class _CopyWriter:
             self._batch.clear()
             self._size = 0
             if not self._stop.done():
+                if self._header:
+                    data = self._header + data
+                    self._header = b""
                 self._conn._write(_copy_data_frame(data))
         self._sent_at = self._loop.time()
         stream = self._conn._stream
@@ -1207,6 +1266,9 @@ class _CopyWriter:
             raise TypeError("feed_data must be a callable, an iterable or an async iterable")
         if not stop.done():
             await self._send()
+        if self._header or self._trailer:
+            # With no row at all the header is still owed: the format needs both.
+            return _copy_data_frame(self._header + self._trailer) + _COPY_DONE
         return _COPY_DONE
 
 
@@ -1273,6 +1335,9 @@ _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC = m.encode_bind_text([]) + _DESCRIBE_E
 # Encoded Parse messages by SQL text: the same statements come back again and again.
 _PARSE_CACHE_SIZE = 256
 _COPY_DONE = m.FrontendCopyDone().encode()
+# What goes before the first row and after the last: (header, trailer).
+_NO_FRAMING = (b"", b"")
+_BINARY_FRAMING = (_copy_binary.HEADER, _copy_binary.TRAILER)
 
 
 def _format_fields(fields: Mapping[str, str]) -> str:
