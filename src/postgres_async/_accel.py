@@ -5,8 +5,8 @@ compiled module (an ImportError if it was not built), and anything else (the def
 takes the compiled one when present. The pure-Python functions are the specification:
 the compiled ones must return the same values and the same problems for any input
 (tests/unit/test_accel_differential.py, tests/unit/test_reply_scan.py). ``scan_reply``
-is the exception: it exists only compiled (None otherwise), its reference being
-``protocol.reply.scan_reply``.
+and ``encode_query`` are the exceptions: they exist only compiled (None otherwise),
+their references being ``protocol.reply.scan_reply`` and ``encode_query_python``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from . import _copy_binary, _values
 from .protocol import buffer as _py_buffer
+from .protocol.messages import encode_bind_text
 
 ParseDataRows = Callable[
     [bytearray, int, int, int, int], tuple[list[tuple[str | None, ...]], int, str | None]
@@ -28,6 +29,15 @@ ScanReply = Callable[
     [bytearray, int, int, int],
     tuple[int, bytes | None, list[tuple[str | None, ...]], str, int] | None,
 ]
+
+# (Parse message, parameters, tail) -> the whole query's bytes, or None for "take the
+# Python path" (a parameter type or value only the reference handles or rejects).
+EncodeQuery = Callable[[bytes, Sequence[object] | None, bytes], bytes | None]
+
+
+def encode_query_python(parse: bytes, parameters: Sequence[object] | None, tail: bytes) -> bytes:
+    """The reference for ``encode_query``: what the compiled one returns when not None."""
+    return parse + encode_bind_text(_values.encode_parameters(parameters)[1]) + tail
 
 
 def format_copy_rows_python(rows: Iterable[Sequence[object]]) -> bytes:
@@ -46,6 +56,8 @@ format_copy_rows: FormatCopyRows = format_copy_rows_python
 # reading messages one by one; protocol.reply.scan_reply is the reference the compiled
 # function is tested against, not a fallback.
 scan_reply: ScanReply | None = None
+# Likewise: in Python the per-parameter path in Connection._prepare is as fast.
+encode_query: EncodeQuery | None = None
 IMPLEMENTATION = "python"
 
 if _requested != "python":
@@ -72,4 +84,5 @@ if _requested != "python":
         format_copy_rows = format_copy_rows_c
         copy_binary_rows = _speedups.copy_binary_rows
         scan_reply = _speedups.scan_reply
+        encode_query = _speedups.encode_query
         IMPLEMENTATION = "c"

@@ -1048,6 +1048,169 @@ error_released:
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* encode_query: the bytes of one extended-protocol query                               */
+
+PyDoc_STRVAR(encode_query_doc,
+             "encode_query(parse, parameters, tail) -> bytes | None\n\n"
+             "parse + a Bind of the parameters in text format + tail, or None when a\n"
+             "parameter needs the Python path (see _accel.encode_query_python).");
+
+static inline void
+put_int32(char *p, int32_t v)
+{
+    const uint32_t u = (uint32_t)v;
+    p[0] = (char)(u >> 24);
+    p[1] = (char)(u >> 16);
+    p[2] = (char)(u >> 8);
+    p[3] = (char)u;
+}
+
+/* One parameter as (int32 length, text); 1 when only the Python path can say what it
+ * becomes (or which error it is): a type other than exact str/int/bool/None, a NUL, a
+ * lone surrogate, an int beyond 64 bits. */
+static int
+put_parameter(Writer *w, PyObject *value)
+{
+    const char *text;
+    Py_ssize_t size;
+    char digits[24];
+    if (value == Py_None) {
+        if (writer_reserve(w, 4) < 0) {
+            return -1;
+        }
+        put_int32(w->buf + w->len, -1);
+        w->len += 4;
+        return 0;
+    }
+    if (PyUnicode_CheckExact(value)) {
+        text = PyUnicode_AsUTF8AndSize(value, &size);
+        if (text == NULL) {
+            PyErr_Clear(); /* a lone surrogate: the reference raises its ValueError */
+            return 1;
+        }
+        if (memchr(text, 0, (size_t)size) != NULL) {
+            return 1;
+        }
+    }
+    else if (value == Py_True || value == Py_False) {
+        text = value == Py_True ? "true" : "false";
+        size = value == Py_True ? 4 : 5;
+    }
+    else if (PyLong_CheckExact(value)) {
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow) {
+            return 1;
+        }
+        char *end = digits + sizeof(digits);
+        char *p = end;
+        unsigned long long magnitude =
+            v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        do {
+            *--p = (char)('0' + (int)(magnitude % 10));
+            magnitude /= 10;
+        } while (magnitude);
+        if (v < 0) {
+            *--p = '-';
+        }
+        text = p;
+        size = (Py_ssize_t)(end - p);
+    }
+    else {
+        return 1;
+    }
+    if (size > INT32_MAX - 4 || writer_reserve(w, 4 + size) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
+    put_int32(w->buf + w->len, (int32_t)size);
+    memcpy(w->buf + w->len + 4, text, (size_t)size);
+    w->len += 4 + size;
+    return 0;
+}
+
+static PyObject *
+encode_query(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "encode_query(parse: bytes, parameters, tail: bytes)");
+        return NULL;
+    }
+    PyObject *parse = args[0];
+    PyObject *parameters = args[1];
+    PyObject *tail = args[2];
+    PyObject **items;
+    Py_ssize_t count;
+    if (parameters == Py_None) {
+        items = NULL;
+        count = 0;
+    }
+    else if (PyList_CheckExact(parameters)) {
+        items = PySequence_Fast_ITEMS(parameters);
+        count = PyList_GET_SIZE(parameters);
+    }
+    else if (PyTuple_CheckExact(parameters)) {
+        items = PySequence_Fast_ITEMS(parameters);
+        count = PyTuple_GET_SIZE(parameters);
+    }
+    else {
+        Py_RETURN_NONE; /* other sequences (and the str/bytes mistake) */
+    }
+    if (count > 65535) {
+        Py_RETURN_NONE;
+    }
+    const Py_ssize_t parse_size = PyBytes_GET_SIZE(parse);
+    const Py_ssize_t tail_size = PyBytes_GET_SIZE(tail);
+    Writer w;
+    if (writer_init(&w, parse_size + 15 + 16 * count + tail_size) < 0) {
+        return NULL;
+    }
+    memcpy(w.buf, PyBytes_AS_STRING(parse), (size_t)parse_size);
+    /* 'B', length (later), unnamed portal and statement, no parameter format codes
+     * (all text), the parameter count. */
+    char *bind = w.buf + parse_size;
+    bind[0] = 'B';
+    memset(bind + 5, 0, 4);
+    bind[9] = (char)(count >> 8);
+    bind[10] = (char)count;
+    w.len = parse_size + 11;
+    /* No Python code runs in the loop (exact types only), so the list cannot change. */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const int rc = put_parameter(&w, items[i]);
+        if (rc != 0) {
+            Py_XDECREF(w.bytes); /* NULL if a failed resize already freed it */
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    if (writer_reserve(&w, 2 + tail_size) < 0) {
+        return NULL;
+    }
+    w.buf[w.len] = 0; /* no result format codes: all text */
+    w.buf[w.len + 1] = 0;
+    w.len += 2;
+    const Py_ssize_t bind_length = w.len - parse_size - 1;
+    if (bind_length > INT32_MAX) {
+        Py_DECREF(w.bytes);
+        Py_RETURN_NONE;
+    }
+    put_int32(w.buf + parse_size + 1, (int32_t)bind_length);
+    memcpy(w.buf + w.len, PyBytes_AS_STRING(tail), (size_t)tail_size);
+    w.len += tail_size;
+    if (_PyBytes_Resize(&w.bytes, w.len) < 0) {
+        return NULL;
+    }
+    return w.bytes;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* copy_binary_rows                                                                     */
 /*
  * The compiled twin of postgres_async._copy_binary.encode_rows: rows of typed values in
@@ -1491,6 +1654,8 @@ static PyMethodDef speedups_methods[] = {
     {"scan_reply", (PyCFunction)(void (*)(void))scan_reply, METH_FASTCALL, scan_reply_doc},
     {"copy_binary_rows", (PyCFunction)(void (*)(void))copy_binary_rows, METH_FASTCALL,
      copy_binary_rows_doc},
+    {"encode_query", (PyCFunction)(void (*)(void))encode_query, METH_FASTCALL,
+     encode_query_doc},
     {NULL, NULL, 0, NULL},
 };
 

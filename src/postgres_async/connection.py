@@ -248,13 +248,13 @@ class _Operation:
         self,
         mode: int,
         sql: str,
-        parameters: tuple[str | None, ...],
+        values: tuple[object, ...],
         wire: bytes,
         future: asyncio.Future[Any],
     ) -> None:
         self.mode = mode
         self.sql = sql
-        self.parameters = parameters
+        self.values = values
         self.wire = wire
         self.future = future
         self.conversation: QueryConversation | SimpleQueryConversation
@@ -265,6 +265,11 @@ class _Operation:
         else:
             self.conversation = QueryConversation()
         self.pipelinable = False  # set by Connection._prepare
+
+    @property
+    def parameters(self) -> tuple[str | None, ...]:
+        """The parameters' text forms, for error messages: made only when one is."""
+        return tuple(_values.to_text(value, "parameter") for value in self.values)
 
     def set_error(self, error: PgasyncError) -> None:
         """The first error of an operation is its result; later ones are consequences."""
@@ -413,9 +418,6 @@ class Connection:
             self._fail(error)
         self._mark_released()
 
-    def data_arrived(self) -> None:
-        self._pump()
-
     def _pump(self) -> None:
         """Consume every whole message in the buffer, unless pushback holds us."""
         if self._paused or type(self._status) is Failed:
@@ -462,6 +464,8 @@ class Connection:
                     original_error=error,
                 )
             self._fail(error)
+
+    data_arrived = _pump  # the StreamListener hook: one call less per reply
 
     def _unsolicited(self, message: m.BackendMessage) -> None:
         if self._terminate_sent:
@@ -567,12 +571,16 @@ class Connection:
 
     def _ordinary_reply(self, op: _Operation, reply: OrdinaryReply) -> None:
         """A whole reply taken in one step: the same effects as its messages one by one."""
-        if reply.columns is not None:
-            self._on_event(op, reply.columns)
-            if reply.rows:
-                self._deliver_rows(op, reply.rows)
-        self._completed(op, reply.tag)
-        self._tx_status = reply.status
+        columns, rows, tag, status = reply
+        if columns is not None:
+            if op.handle_columns is None:
+                op.column_names = columns.names
+            else:
+                self._on_event(op, columns)
+            if rows:
+                self._deliver_rows(op, rows)
+        self._completed(op, tag)
+        self._tx_status = status
         self._finish(op)
 
     def _completed(self, op: _Operation, tag: str) -> None:
@@ -806,7 +814,9 @@ class Connection:
         if task is not None and not task.done():
             task.cancel()
 
-    def _cancel_done(self, _task: asyncio.Task[None]) -> None:
+    def _cancel_done(self, task: asyncio.Task[None]) -> None:
+        if self._cancel_in_flight is task:
+            self._cancel_in_flight = None
         self._send_next()
 
     def _send_cancel_for(self, op: _Operation) -> None:
@@ -863,8 +873,15 @@ class Connection:
             )
             error.tag_query(op.sql, op.parameters)
             raise error
-        self._waiting.append(op)
-        self._send_next()
+        if self._inflight or self._waiting or self._cancel_in_flight is not None:
+            self._waiting.append(op)
+            self._send_next()
+        else:
+            # The wire is free (the usual case): what _send_next would do, directly.
+            op.sent = True
+            op.tx_before = self._tx_status
+            self._inflight.append(op)
+            self._write(op.wire)
         try:
             return await op.future
         except asyncio.CancelledError:
@@ -1099,18 +1116,25 @@ class Connection:
                 self._parse_cache.clear()
             self._parse_cache[sql] = cached
         parse, plain = cached
+        values: tuple[object, ...] = ()
         if parameters:
-            texts, wire_params = _values.encode_parameters(parameters)
-            if len(wire_params) > m.MAX_PARAMETERS:
-                raise ValueError(
-                    f"{len(wire_params)} parameters given; the protocol allows at most "
-                    f"{m.MAX_PARAMETERS}"
-                )
-            wire = parse + m.encode_bind_text(wire_params) + _DESCRIBE_EXECUTE_SYNC
+            wire = None
+            if _accel.encode_query is not None:
+                wire = _accel.encode_query(parse, parameters, _DESCRIBE_EXECUTE_SYNC)
+            if wire is not None:
+                values = tuple(parameters)  # a list or tuple, or encode_query says None
+            else:
+                # Every type, and every error message, is the reference's.
+                values, wire_params = _values.encode_parameters(parameters)
+                if len(wire_params) > m.MAX_PARAMETERS:
+                    raise ValueError(
+                        f"{len(wire_params)} parameters given; the protocol allows at most "
+                        f"{m.MAX_PARAMETERS}"
+                    )
+                wire = parse + m.encode_bind_text(wire_params) + _DESCRIBE_EXECUTE_SYNC
         else:
-            texts = ()
             wire = parse + _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC
-        op = _Operation(mode, sql, texts, wire, self._loop.create_future())
+        op = _Operation(mode, sql, values, wire, self._loop.create_future())
         op.pipelinable = plain and mode <= _Mode.EXPECT_NO_DATA
         return op
 

@@ -167,15 +167,9 @@ def _describe(payload: bytes) -> RowsStart:
     return event
 
 
-@dataclass(frozen=True, slots=True)
-class OrdinaryReply:
-    """A whole query reply taken in one step: its columns (None for NoData), rows,
-    completion tag and transaction status."""
-
-    columns: RowsStart | None
-    rows: list[tuple[str | None, ...]]
-    tag: str
-    status: TransactionStatus
+# A whole query reply taken in one step: (its columns or None for NoData, rows,
+# completion tag, transaction status). A plain tuple: one is built per query.
+OrdinaryReply = tuple[RowsStart | None, list[tuple[str | None, ...]], str, TransactionStatus]
 
 
 class QueryPhase(enum.Enum):
@@ -238,7 +232,7 @@ class QueryConversation:
             columns = _describe(description)
             self.columns = columns.columns
         self.phase = QueryPhase.DONE
-        return OrdinaryReply(columns, rows, tag, _STATUS_BY_BYTE[status])
+        return columns, rows, tag, _STATUS_BY_BYTE[status]
 
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
         """``handle`` for a raw frame, with the replies every query gets taken without
