@@ -1152,7 +1152,8 @@ class Connection:
             if stop.done():
                 return
             op.user_exception = exc
-            end = m.CopyFail("feed_data callback raised").encode()
+            # The server logs the reason: say which side failed, never the value.
+            end = m.CopyFail(writer.failure).encode()
         if stop.done() or op.copy_in_finished:
             return
         op.copy_in_finished = True
@@ -1183,6 +1184,7 @@ class _CopyWriter:
         "_size",
         "_stop",
         "_trailer",
+        "failure",
     )
 
     MAX_ITEMS = 1024
@@ -1200,6 +1202,7 @@ class _CopyWriter:
         trailer: bytes = b"",
     ) -> None:
         self._rows = rows
+        self.failure = _FEED_FAILED  # the CopyFail reason if run() raises
         self._header = header
         self._trailer = trailer
         self._conn = conn
@@ -1223,7 +1226,9 @@ class _CopyWriter:
 
     async def _send(self) -> None:
         if self._batch:
+            self.failure = "a row could not be encoded"
             data = self._encode(self._batch)
+            self.failure = _FEED_FAILED
             self._batch.clear()
             self._size = 0
             if not self._stop.done():
@@ -1359,6 +1364,7 @@ _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC = m.encode_bind_text([]) + _DESCRIBE_E
 # Encoded Parse messages by SQL text: the same statements come back again and again.
 _PARSE_CACHE_SIZE = 256
 _COPY_DONE = m.FrontendCopyDone().encode()
+_FEED_FAILED = "feed_data callback raised"
 # What goes before the first row and after the last: (header, trailer).
 _NO_FRAMING = (b"", b"")
 _BINARY_FRAMING = (_copy_binary.HEADER, _copy_binary.TRAILER)

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -1261,3 +1261,44 @@ async def test_tls_handshake_cut_short_is_bounded_by_connect_timeout() -> None:
                 await pg.connect(**server.connect_kwargs(ssl_mode="require", connect_timeout=0.3))
     assert open_socket_count() == sockets_before
     assert_error(info.value, UNABLE_TO_CONNECT, "timeout expired while negotiating SSL")
+
+
+@pytest.mark.parametrize("failing", ["encoding", "feed_data"])
+async def test_copy_fail_says_which_side_failed(failing: str) -> None:
+    """A row that cannot be encoded and a raising feed_data both end the COPY with
+    CopyFail + Sync and nothing else; the reason (which the server logs) says which of
+    the two happened, and never carries the value."""
+    raised = RuntimeError("the feeder broke")
+    reason = "a row could not be encoded" if failing == "encoding" else "feed_data callback raised"
+
+    def feed() -> pg.Finished:
+        raise raised
+
+    def is_our_copy_fail(message: m.CopyFail) -> bool:
+        return message.reason == reason
+
+    failed_copy = m.ErrorResponse(
+        {"S": "ERROR", "V": "ERROR", "C": "57014", "M": f"COPY from stdin failed: {reason}"}
+    )
+    script: list[Step] = [
+        *login_ok(),
+        *expect_query(),
+        Send(PARSED + NO_DATA + COPY_IN_RESPONSE),
+        Expect(m.CopyFail, check=is_our_copy_fail),
+        Expect(m.Sync),
+        Send(failed_copy, READY),
+        Expect(m.Terminate),
+    ]
+    async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
+        conn = await pg.connect(**server.connect_kwargs())
+        feed_data: list[tuple[str]] | Callable[[], pg.Finished] = (
+            [("secret\0value",)] if failing == "encoding" else feed
+        )
+        copying = conn.copy_in_rows("t", ["c"], feed_data=feed_data)
+        with pytest.raises(ValueError if failing == "encoding" else RuntimeError) as info:
+            await asyncio.wait_for(copying, BOUND)
+        if failing == "feed_data":
+            assert info.value is raised
+        assert isinstance(status_of(conn), pg.Open)
+        await conn.close()
+    assert status_of(conn) == pg.ClosedGracefully()
