@@ -86,8 +86,9 @@ def _expected(type_name: str, accepted: str, value: object) -> TypeError:
     return TypeError(f"{type_name} takes {accepted}, not {type(value).__name__}")
 
 
-def _out_of_range(type_name: str, value: object) -> ValueError:
-    return ValueError(f"{value!r} is out of range for {type_name}")
+def _out_of_range(type_name: str, _value: object) -> ValueError:
+    # Never the value itself: it may be sensitive, and an int's repr can even raise.
+    return ValueError(f"value out of range for {type_name}")
 
 
 # --------------------------------------------------------------------- per-type encoders
@@ -173,7 +174,7 @@ def encode_char(value: Any) -> bytes:
     if value == "":
         return b"\x00"
     if len(value) != 1 or not value.isascii() or value == "\0":
-        raise ValueError(f'"char" takes one ASCII character (or ""), not {value!r}')
+        raise ValueError('"char" takes one ASCII character (or "")')
     return value.encode("ascii")
 
 

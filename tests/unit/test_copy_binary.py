@@ -153,7 +153,7 @@ def test_numeric_int_round_trip(value: int) -> None:
 @pytest.mark.parametrize(
     ("oid", "value", "error", "message"),
     [
-        (21, 2**15, ValueError, "32768 is out of range for int2"),
+        (21, 2**15, ValueError, "value out of range for int2"),
         (21, -(2**15) - 1, ValueError, "out of range for int2"),
         (23, 2**31, ValueError, "out of range for int4"),
         (20, 2**63, ValueError, "out of range for int8"),
@@ -242,7 +242,7 @@ def test_every_supported_oid_has_a_known_kind() -> None:
         (b"ab", TypeError, "row 5: a COPY row must be a sequence of values, not a str/bytes"),
         (7, TypeError, "row 5: a COPY row must be a sequence of values, not int"),
         (("1", "a"), TypeError, r"row 5, column 'id' \(integer\): int4 takes int, not str"),
-        ((2**40, "a"), ValueError, r"row 5, column 'id' \(integer\): 1099511627776 is out of"),
+        ((2**40, "a"), ValueError, r"row 5, column 'id' \(integer\): value out of range for int4$"),
         ((1, "\ud800"), ValueError, r"row 5, column 'name' \(text\): 'utf-8' codec can't"),
         ((1, "\0"), ValueError, r"row 5, column 'name' \(text\): text cannot contain a NUL"),
     ],
