@@ -333,6 +333,45 @@ writer_reserve(Writer *w, Py_ssize_t extra)
     return writer_grow(w, extra);
 }
 
+/* The UTF-8 bytes of a non-ASCII code point (a surrogate too, as "surrogatepass" would:
+ * callers decide what a surrogate means); returns the position after them. */
+static inline unsigned char *
+put_utf8_non_ascii(unsigned char *out, Py_UCS4 c)
+{
+    if (c < 0x800) {
+        out[0] = (unsigned char)(0xC0 | (c >> 6));
+        out[1] = (unsigned char)(0x80 | (c & 0x3F));
+        return out + 2;
+    }
+    if (c < 0x10000) {
+        out[0] = (unsigned char)(0xE0 | (c >> 12));
+        out[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        out[2] = (unsigned char)(0x80 | (c & 0x3F));
+        return out + 3;
+    }
+    out[0] = (unsigned char)(0xF0 | (c >> 18));
+    out[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+    out[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+    out[3] = (unsigned char)(0x80 | (c & 0x3F));
+    return out + 4;
+}
+
+/* The decimal digits of v, written backwards ending at ``end``; returns their start. */
+static inline char *
+format_int64(char *end, long long v)
+{
+    char *p = end;
+    unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + (int)(magnitude % 10));
+        magnitude /= 10;
+    } while (magnitude);
+    if (v < 0) {
+        *--p = '-';
+    }
+    return p;
+}
+
 /* The escape letter for each ASCII byte COPY text format escapes; NUL is refused. */
 static unsigned char copy_escape[128];
 #define NUL_MARK 1
@@ -400,9 +439,7 @@ write_text(Writer *w, PyObject *text, Py_ssize_t index, int *surrogate)
                 }
             }
             else {
-                out[0] = (unsigned char)(0xC0 | (c >> 6));
-                out[1] = (unsigned char)(0x80 | (c & 0x3F));
-                out += 2;
+                out = put_utf8_non_ascii(out, c);
             }
         }
     }
@@ -423,26 +460,11 @@ write_text(Writer *w, PyObject *text, Py_ssize_t index, int *surrogate)
                     out += 2;
                 }
             }
-            else if (c < 0x800) {
-                out[0] = (unsigned char)(0xC0 | (c >> 6));
-                out[1] = (unsigned char)(0x80 | (c & 0x3F));
-                out += 2;
-            }
-            else if (c < 0x10000) {
+            else {
                 if (c >= 0xD800 && c <= 0xDFFF) {
                     *surrogate = 1;
                 }
-                out[0] = (unsigned char)(0xE0 | (c >> 12));
-                out[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-                out[2] = (unsigned char)(0x80 | (c & 0x3F));
-                out += 3;
-            }
-            else {
-                out[0] = (unsigned char)(0xF0 | (c >> 18));
-                out[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-                out[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-                out[3] = (unsigned char)(0x80 | (c & 0x3F));
-                out += 4;
+                out = put_utf8_non_ascii(out, c);
             }
         }
     }
@@ -471,15 +493,7 @@ write_int(Writer *w, PyObject *value, Py_ssize_t index, int *surrogate)
     }
     char digits[24];
     char *end = digits + sizeof(digits);
-    char *p = end;
-    unsigned long long magnitude = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + (int)(magnitude % 10));
-        magnitude /= 10;
-    } while (magnitude);
-    if (v < 0) {
-        *--p = '-';
-    }
+    const char *p = format_int64(end, v);
     const Py_ssize_t size = (Py_ssize_t)(end - p);
     if (writer_reserve(w, size) < 0) {
         return -1;
@@ -1106,18 +1120,8 @@ put_parameter(Writer *w, PyObject *value)
             return 1;
         }
         char *end = digits + sizeof(digits);
-        char *p = end;
-        unsigned long long magnitude =
-            v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-        do {
-            *--p = (char)('0' + (int)(magnitude % 10));
-            magnitude /= 10;
-        } while (magnitude);
-        if (v < 0) {
-            *--p = '-';
-        }
-        text = p;
-        size = (Py_ssize_t)(end - p);
+        text = format_int64(end, v);
+        size = (Py_ssize_t)(end - text);
     }
     else {
         return 1;
@@ -1352,26 +1356,11 @@ binary_text(Writer *w, PyObject *text, int prefix)
             }
             *out++ = (unsigned char)c;
         }
-        else if (c < 0x800) {
-            out[0] = (unsigned char)(0xC0 | (c >> 6));
-            out[1] = (unsigned char)(0x80 | (c & 0x3F));
-            out += 2;
-        }
-        else if (c < 0x10000) {
-            if (c >= 0xD800 && c <= 0xDFFF) {
-                return 0;
-            }
-            out[0] = (unsigned char)(0xE0 | (c >> 12));
-            out[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            out[2] = (unsigned char)(0x80 | (c & 0x3F));
-            out += 3;
+        else if (c >= 0xD800 && c <= 0xDFFF) {
+            return 0;
         }
         else {
-            out[0] = (unsigned char)(0xF0 | (c >> 18));
-            out[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-            out[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            out[3] = (unsigned char)(0x80 | (c & 0x3F));
-            out += 4;
+            out = put_utf8_non_ascii(out, c);
         }
     }
     const Py_ssize_t size = (Py_ssize_t)(out - start) - 4;

@@ -12,9 +12,8 @@ import decimal
 import enum
 import os
 import struct
-import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 
 from postgres_async import _accel, _values
 from postgres_async.protocol.buffer import parse_data_rows as py_parse_data_rows
+from support.differential import leaked_bytes, outcome
 
 # POSTGRES_ASYNC_DIFF_EXAMPLES=100000 for a long soak; the default keeps the file fast.
 SETTINGS = settings(
@@ -31,18 +31,6 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-Outcome = tuple[str, object]
-
-
-def _outcome(func: Callable[..., object], *args: object) -> Outcome:
-    """The value, or (exception type, args): args hold the message and, for a
-    UnicodeEncodeError, the whole line and the positions too."""
-    try:
-        return ("value", func(*args))
-    except Exception as exc:
-        return ("raised", (type(exc), exc.args))
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,8 +144,8 @@ def _check_parse(
 ) -> None:
     for buffer in (bytearray(data), data):
         args = (buffer, pos, column_count, limit, max_length)
-        expected = _outcome(py_parse_data_rows, *args)
-        actual = _outcome(speedups.parse_data_rows, *args)
+        expected = outcome(py_parse_data_rows, *args)
+        actual = outcome(speedups.parse_data_rows, *args)
         assert actual == expected
         assert buffer == data  # untouched
         if isinstance(buffer, bytearray):
@@ -316,8 +304,8 @@ def _build(spec: tuple[str, list[Any]], inner: bool = False) -> Any:
 
 
 def _check_format(speedups: ModuleType, spec: tuple[str, list[Any]]) -> None:
-    expected = _outcome(_accel.format_copy_rows_python, _build(spec))
-    actual = _outcome(speedups.format_copy_rows, _build(spec), _values.to_text)
+    expected = outcome(_accel.format_copy_rows_python, _build(spec))
+    actual = outcome(speedups.format_copy_rows, _build(spec), _values.to_text)
     assert actual == expected
 
 
@@ -354,8 +342,8 @@ def test_format_copy_rows_text(speedups: ModuleType, rows: list[list[object]]) -
     ],
 )
 def test_format_copy_rows_cases(speedups: ModuleType, rows: Any) -> None:
-    expected = _outcome(_accel.format_copy_rows_python, rows)
-    actual = _outcome(speedups.format_copy_rows, rows, _values.to_text)
+    expected = outcome(_accel.format_copy_rows_python, rows)
+    actual = outcome(speedups.format_copy_rows, rows, _values.to_text)
     assert actual == expected
 
 
@@ -420,20 +408,6 @@ def test_binding_matches_the_reference() -> None:
 # no leaks on the error paths
 
 
-def _leaked(func: Callable[..., object], *args: object, rounds: int = 3000) -> int:
-    """Bytes still allocated after ``rounds`` more calls (tracemalloc sees C allocations)."""
-    for _ in range(200):
-        _outcome(func, *args)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(rounds):
-            _outcome(func, *args)
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def _rows_iter() -> Iterator[list[object]]:
     yield ["ok", 1]
     yield ["x\ud800", 2]
@@ -448,7 +422,7 @@ def test_no_leaks(speedups: ModuleType) -> None:
         bytearray(good * 5),
     ]
     for buffer in buffers:
-        assert _leaked(speedups.parse_data_rows, buffer, 0, 2, 100, 1 << 30) < 20000
+        assert leaked_bytes(speedups.parse_data_rows, buffer, 0, 2, 100, 1 << 30) < 20000
     for rows in (
         [["a", 1, 2.5]] * 5 + [["\0"]],
         [["a", 1, 2.5]] * 5 + [[_Unsupported()]],
@@ -456,5 +430,5 @@ def test_no_leaks(speedups: ModuleType) -> None:
         [["a", 1, 2.5]] * 5 + [["x\ud800"]],
         [["a", 1, 2.5, None, 2**80]] * 5,
     ):
-        assert _leaked(speedups.format_copy_rows, rows, _values.to_text) < 20000
-    assert _leaked(lambda: speedups.format_copy_rows(_rows_iter(), _values.to_text)) < 20000
+        assert leaked_bytes(speedups.format_copy_rows, rows, _values.to_text) < 20000
+    assert leaked_bytes(lambda: speedups.format_copy_rows(_rows_iter(), _values.to_text)) < 20000

@@ -11,9 +11,7 @@ import datetime
 import decimal
 import enum
 import os
-import tracemalloc
 import uuid
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,21 +21,13 @@ from hypothesis import strategies as st
 
 from postgres_async import _accel
 from postgres_async import _copy_binary as cb
+from support.differential import Outcome, leaked_bytes, outcome
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("POSTGRES_ASYNC_DIFF_EXAMPLES", "400")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-Outcome = tuple[str, object]
-
-
-def _outcome(func: Callable[..., object], *args: object) -> Outcome:
-    try:
-        return ("value", func(*args))
-    except Exception as exc:
-        return ("raised", (type(exc), exc.args))
 
 
 class _Str(str):
@@ -154,8 +144,8 @@ def _both(
     # Fresh rows per call: an iterator row is used up by the first.
     reference = cb.BatchEncoder(columns)
     compiled = cb.BatchEncoder(columns, speedups.copy_binary_rows)
-    expected = _outcome(reference, [_make_row(k, v) for k, v in specs])
-    actual = _outcome(compiled, [_make_row(k, v) for k, v in specs])
+    expected = outcome(reference, [_make_row(k, v) for k, v in specs])
+    actual = outcome(compiled, [_make_row(k, v) for k, v in specs])
     return expected, actual
 
 
@@ -220,8 +210,8 @@ def test_copy_binary_rows_valid_values(
 )
 def test_copy_binary_rows_cases(speedups: ModuleType, rows: Any) -> None:
     columns = [cb.column("i", "integer", 23), cb.column("t", "text", 25), cb.column("f", "x", 701)]
-    expected = _outcome(cb.BatchEncoder(columns), rows)
-    assert _outcome(cb.BatchEncoder(columns, speedups.copy_binary_rows), rows) == expected
+    expected = outcome(cb.BatchEncoder(columns), rows)
+    assert outcome(cb.BatchEncoder(columns, speedups.copy_binary_rows), rows) == expected
 
 
 def test_copy_binary_rows_large(speedups: ModuleType) -> None:
@@ -271,19 +261,6 @@ def test_binding_matches_the_reference() -> None:
         assert _accel.copy_binary_rows is cb.encode_rows
 
 
-def _leaked(func: Callable[..., object], *args: object, rounds: int = 3000) -> int:
-    for _ in range(200):
-        _outcome(func, *args)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(rounds):
-            _outcome(func, *args)
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def test_no_leaks(speedups: ModuleType) -> None:
     columns = [
         cb.column("i", "integer", 23),
@@ -301,4 +278,4 @@ def test_no_leaks(speedups: ModuleType) -> None:
         [good] * 5 + [(1, 2)],
     ):
         encoder = cb.BatchEncoder(columns, speedups.copy_binary_rows)
-        assert _leaked(encoder, rows) < 20000
+        assert leaked_bytes(encoder, rows) < 20000

@@ -18,7 +18,6 @@ import gc
 import importlib
 import os
 import struct
-import tracemalloc
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -40,6 +39,7 @@ from postgres_async.protocol.machines import (
 from postgres_async.protocol.messages import ColumnMetadata, TransactionStatus
 from postgres_async.protocol.reply import COMMAND_COMPLETE_LIMIT, Reply
 from postgres_async.protocol.reply import scan_reply as py_scan_reply
+from support.differential import leaked_bytes, outcome
 
 # POSTGRES_ASYNC_DIFF_EXAMPLES=100000 for a long soak; the default keeps the file fast.
 SETTINGS = settings(
@@ -188,13 +188,6 @@ def _message_by_message(data: bytes | bytearray, pos: int, max_length: int) -> R
     assert status is not None
     consumed = len(data) - pos - len(buffer)
     return pos + consumed, description, rows, tag, status
-
-
-def _outcome(func: Callable[..., object], *args: object) -> tuple[str, object]:
-    try:
-        return ("value", func(*args))
-    except Exception as exc:
-        return ("raised", (type(exc), exc.args))
 
 
 # ---------------------------------------------------------------------------------------
@@ -581,20 +574,6 @@ def test_binding() -> None:
         assert _accel.scan_reply is not None
 
 
-def _leaked(func: Callable[..., object], *args: object, rounds: int = 3000) -> int:
-    """Bytes still allocated after ``rounds`` more calls (tracemalloc sees C allocations)."""
-    for _ in range(200):
-        _outcome(func, *args)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(rounds):
-            _outcome(func, *args)
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-
-
 def test_no_leaks(speedups: ModuleType) -> None:
     buffers = [
         b"".join(_parts(["a", "b"], [["abc", None], ["x" * 30, "é"]] * 3)),
@@ -604,8 +583,8 @@ def test_no_leaks(speedups: ModuleType) -> None:
         b"".join(BASE)[:-1],
     ]
     for data in buffers:
-        assert _leaked(speedups.scan_reply, bytearray(data), 0, 1 << 30, NO_LIMIT) < 20000
-    assert _leaked(speedups.scan_reply, bytearray(buffers[0]), -1, 1 << 30, NO_LIMIT) < 20000
+        assert leaked_bytes(speedups.scan_reply, bytearray(data), 0, 1 << 30, NO_LIMIT) < 20000
+    assert leaked_bytes(speedups.scan_reply, bytearray(buffers[0]), -1, 1 << 30, NO_LIMIT) < 20000
 
 
 # ---------------------------------------------------------------------------------------
@@ -615,8 +594,8 @@ def test_no_leaks(speedups: ModuleType) -> None:
 def _check_same(speedups: ModuleType, data: bytes, pos: int, max_length: int, limit: int) -> Any:
     """Both give the same outcome; what they accept, the message path gives too."""
     buffer = bytearray(data)
-    expected = _outcome(py_scan_reply, buffer, pos, max_length, limit)
-    actual = _outcome(speedups.scan_reply, buffer, pos, max_length, limit)
+    expected = outcome(py_scan_reply, buffer, pos, max_length, limit)
+    actual = outcome(speedups.scan_reply, buffer, pos, max_length, limit)
     assert actual == expected
     assert buffer == data
     buffer.append(0)  # BufferError if the C code had kept its export
