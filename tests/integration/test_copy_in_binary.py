@@ -548,3 +548,44 @@ async def test_concurrent_with_other_statements(conn: pg.Connection) -> None:
     assert results[2] in ("0", "5", "3000", "3005")
     assert await fetch_value(conn, "SELECT count(*) FROM t") == "3015"
     await assert_usable(conn)
+
+
+# ------------------------------------------------------------------------- cancellation
+@pytest.mark.parametrize("stage", ["feeding", "blocked by a lock"])
+async def test_cancelled_caller(conn: pg.Connection, other_conn: pg.Connection, stage: str) -> None:
+    """A caller cancelled while its rows are being fed, or before the COPY could start
+    (another session holds an ACCESS EXCLUSIVE lock on the table, so the server waits),
+    gets CancelledError within 2 s; its own futures are left alone, nothing is committed
+    and the connection stays usable."""
+    await conn.query_expect_no_data("CREATE TABLE cancelled_binary (id int4, name text)")
+    try:
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        sent = [0]
+
+        def feed() -> RowFeed:
+            sent[0] += 1
+            return pg.Data((sent[0], "row")) if sent[0] <= 500 else pg.Wait(never)
+
+        if stage == "blocked by a lock":
+            await other_conn.query_expect_no_data("BEGIN")
+            await other_conn.query_expect_no_data(
+                "LOCK TABLE cancelled_binary IN ACCESS EXCLUSIVE MODE"
+            )
+        copying = asyncio.ensure_future(
+            conn.copy_in_rows("cancelled_binary", ["id", "name"], feed_data=feed, format="binary")
+        )
+        await asyncio.sleep(0.3)
+        assert not copying.done()
+        assert sent[0] == (0 if stage == "blocked by a lock" else 501)
+        copying.cancel()
+        async with asyncio.timeout(2):
+            with pytest.raises(asyncio.CancelledError):
+                await copying
+        assert not never.done()  # the caller's own future is never touched
+        if stage == "blocked by a lock":
+            await other_conn.query_expect_no_data("ROLLBACK")
+        assert sent[0] in (0, 501)
+        await assert_usable(conn)
+        assert await fetch_value(conn, "SELECT count(*) FROM cancelled_binary") == "0"
+    finally:
+        await conn.query_expect_no_data("DROP TABLE cancelled_binary")
