@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, cast
 
 SELECT_SQL = "SELECT $1::int"
 NOTIFY_CHANNEL = "bench_channel"
@@ -35,7 +35,7 @@ STREAM_COLUMNS = ("id", "name", "label", "amount", "created")
 
 #: Clients (with variants) per workload; bench/run.py uses this to decide what to run.
 CLIENTS: dict[str, tuple[str, ...]] = {
-    "select": ("postgres_async", "asyncpg", "psycopg"),
+    "select": ("postgres_async", "asyncpg", "psycopg", "wire"),
     "stream": ("postgres_async", "asyncpg+cursor", "asyncpg+fetch", "psycopg+stream"),
     "copy": ("postgres_async", "postgres_async+binary", "asyncpg", "psycopg"),
     "multi": ("postgres_async", "asyncpg", "psycopg"),
@@ -113,9 +113,73 @@ class Target:
             autocommit=True,
         )
 
+    async def wire(self) -> WireConnection:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(WireConnection, self.host, self.port)
+        await conn.log_in(self.user, self.database)
+        return conn
+
     async def connect(self, library: str) -> Any:
         factory: Callable[[], Awaitable[Any]] = getattr(self, library)
         return await factory()
+
+
+class WireConnection(asyncio.Protocol):
+    """The floor for workload 1: what an asyncio client costs when it does nothing but
+    the wire. Per query it builds the same five messages postgres_async sends, writes
+    them, waits on one future until the reply ends with ReadyForQuery, and walks the
+    reply only to take the one value: no state machine, no checks, no error handling
+    (it trusts the server, and needs trust authentication). Not a client: a reference
+    for how much of a client's figure is Python, asyncio and the kernel themselves."""
+
+    def __init__(self) -> None:
+        self._reply = bytearray()
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        reply = self._reply
+        reply += data
+        # ReadyForQuery ('Z', length 5, status byte) ends every reply we wait for.
+        if len(reply) >= 6 and reply[-6] == 0x5A and reply[-5:-1] == b"\0\0\0\x05":
+            self._reply = bytearray()
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(bytes(reply))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError(f"server went away: {exc}"))
+
+    async def round_trip(self, message: bytes) -> bytes:
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(message)
+        return await self._waiter
+
+    async def log_in(self, user: str, database: str) -> None:
+        from postgres_async.protocol import messages as m
+
+        startup = m.StartupMessage({"user": user, "database": database})
+        reply = await self.round_trip(startup.encode())
+        if not reply.startswith(m.AuthenticationOk().encode()):
+            raise RuntimeError("the wire reference needs trust authentication")
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.write(b"X\0\0\0\x04")  # Terminate
+            self._transport.close()
+
+
+def _wire_value(reply: bytes) -> str:
+    """The first value of the first DataRow in ``reply``."""
+    pos = 0
+    while reply[pos] != 0x44:  # 'D'
+        pos += 1 + int.from_bytes(reply[pos + 1 : pos + 5], "big")
+    size = int.from_bytes(reply[pos + 7 : pos + 11], "big")
+    return reply[pos + 11 : pos + 11 + size].decode()
 
 
 # A "query function" runs SELECT $1::int once with parameter i and returns the value.
@@ -140,6 +204,17 @@ def _query_fn(library: str, conn: Any, lock: asyncio.Lock | None) -> QueryFn:
             return await conn.fetchval(SELECT_SQL, i)
 
         query = apg_query
+    elif library == "wire":
+        from postgres_async.protocol import messages as m
+
+        parse = m.encode_parse(SELECT_SQL)
+        tail = m.Describe("P").encode() + m.Execute().encode() + m.Sync().encode()
+
+        async def wire_query(i: int) -> object:
+            bind = m.encode_bind_text([str(i).encode()])
+            return _wire_value(await conn.round_trip(parse + bind + tail))
+
+        query = wire_query
     elif library == "psycopg":
 
         async def psy_query(i: int) -> object:
@@ -457,6 +532,8 @@ def _library_versions(library: str) -> Json:
         import asyncpg
 
         return {"version": asyncpg.__version__}
+    if library == "wire":
+        return {}  # bench/clients.py itself
     import psycopg
 
     return {

@@ -39,6 +39,10 @@ CLIENT_NOTES = {
     "psql": "psql: libpq, `\\copy (SELECT ...) TO '/dev/null'` (workload 2, text COPY OUT) "
     "or `\\copy bench_copy FROM 'file.tsv'` (workload 3); wall time of the process minus the "
     "median wall time of a psql that only connects",
+    "wire": "wire: not a client but the floor for (1), in bench/clients.py: the same "
+    "five messages per query as postgres_async, one future per reply, no state machine, "
+    "checks or decoding beyond the one value; what Python, asyncio and the kernel cost "
+    "by themselves",
 }
 
 
@@ -388,6 +392,7 @@ def chart(path: Path, benches: list[Bench], summary: Summary, meta: Json) -> Non
         "psycopg+notifies": "#e08a1e",
         "pgbench": "#777777",
         "psql": "#777777",
+        "wire": "#bbbbbb",
     }
     for ax, loop in zip(axes[:, 0], loops, strict=True):
         xticks: list[float] = []

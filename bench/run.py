@@ -600,7 +600,7 @@ def library_versions(results: dict[str, dict[str, dict[str, list[Json]]]]) -> Js
             for client, runs in per_client.items():
                 for run in runs:
                     reported = run.get("library")
-                    if isinstance(reported, dict):
+                    if isinstance(reported, dict) and reported:
                         entry = libraries.setdefault(client.split("+")[0], {})
                         entry.update({k: v for k, v in reported.items() if k != "version"})
     return libraries
