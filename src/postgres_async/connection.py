@@ -1226,7 +1226,7 @@ class _CopyWriter:
 
     async def _send(self) -> None:
         if self._batch:
-            self.failure = "a row could not be encoded"
+            self.failure = "COPY data could not be encoded"
             data = self._encode(self._batch)
             self.failure = _FEED_FAILED
             self._batch.clear()

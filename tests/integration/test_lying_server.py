@@ -1269,7 +1269,9 @@ async def test_copy_fail_says_which_side_failed(failing: str) -> None:
     CopyFail + Sync and nothing else; the reason (which the server logs) says which of
     the two happened, and never carries the value."""
     raised = RuntimeError("the feeder broke")
-    reason = "a row could not be encoded" if failing == "encoding" else "feed_data callback raised"
+    reason = (
+        "COPY data could not be encoded" if failing == "encoding" else "feed_data callback raised"
+    )
 
     def feed() -> pg.Finished:
         raise raised
