@@ -589,3 +589,32 @@ async def test_cancelled_caller(conn: pg.Connection, other_conn: pg.Connection, 
         assert await fetch_value(conn, "SELECT count(*) FROM cancelled_binary") == "0"
     finally:
         await conn.query_expect_no_data("DROP TABLE cancelled_binary")
+
+
+async def test_a_lock_taken_first_holds_off_a_concurrent_type_change(
+    conn: pg.Connection, other_conn: pg.Connection
+) -> None:
+    """The README's advice against another session's ALTER TABLE between the type lookup
+    and the COPY: in a transaction that locks the table first, the ALTER waits for the
+    commit, so the int4 bytes are written as int4 and converted by the ALTER after."""
+    await conn.query_expect_no_data("CREATE TABLE locked_binary (x int4)")
+    try:
+        await conn.query_expect_no_data("BEGIN")
+        await conn.query_expect_no_data("LOCK TABLE locked_binary IN ROW EXCLUSIVE MODE")
+        altering = asyncio.ensure_future(
+            other_conn.query_expect_no_data("ALTER TABLE locked_binary ALTER x TYPE float4")
+        )
+        await asyncio.sleep(0.2)
+        assert not altering.done()
+        result = await conn.copy_in_rows(
+            "locked_binary", ["x"], feed_data=[(1,), (2,), (1 << 30,)], format="binary"
+        )
+        assert result == pg.CommandComplete("COPY", 3)
+        assert not altering.done()
+        await conn.query_expect_no_data("COMMIT")
+        async with asyncio.timeout(5):
+            await altering
+        rows = await fetch_rows(conn, "SELECT x::text FROM locked_binary ORDER BY locked_binary.x")
+        assert rows == [("1",), ("2",), ("1.0737418e+09",)]
+    finally:
+        await conn.query_expect_no_data("DROP TABLE locked_binary")
