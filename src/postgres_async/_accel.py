@@ -23,21 +23,25 @@ ParseDataRows = Callable[
     [bytearray, int, int, int, int], tuple[list[tuple[str | None, ...]], int, str | None]
 ]
 FormatCopyRows = Callable[[Iterable[Sequence[object]]], bytes]
-# (data, pos, max_length, row_limit) -> (pos after the reply, RowDescription payload or
-# None, rows, tag, status byte) or None; see protocol/reply.py.
+# (data, pos, max_length, row_limit, parsed) -> (pos after the reply, RowDescription
+# payload or None, rows, tag, status byte) or None; see protocol/reply.py.
 ScanReply = Callable[
-    [bytearray, int, int, int],
+    [bytearray, int, int, int, bool],
     tuple[int, bytes | None, list[tuple[str | None, ...]], str, int] | None,
 ]
 
-# (Parse message, parameters, tail) -> the whole query's bytes, or None for "take the
-# Python path" (a parameter type or value only the reference handles or rejects).
-EncodeQuery = Callable[[bytes, Sequence[object] | None, bytes], bytes | None]
+# (what goes before the Bind, statement name, parameters, tail) -> the whole query's
+# bytes, or None for "take the Python path" (a parameter type or value only the
+# reference handles or rejects).
+EncodeQuery = Callable[[bytes, bytes, Sequence[object] | None, bytes], bytes | None]
 
 
-def encode_query_python(parse: bytes, parameters: Sequence[object] | None, tail: bytes) -> bytes:
+def encode_query_python(
+    head: bytes, statement: bytes, parameters: Sequence[object] | None, tail: bytes
+) -> bytes:
     """The reference for ``encode_query``: what the compiled one returns when not None."""
-    return parse + encode_bind_text(_values.encode_parameters(parameters)[1]) + tail
+    wire_parameters = _values.encode_parameters(parameters)[1]
+    return head + encode_bind_text(wire_parameters, statement=statement.decode()) + tail
 
 
 def format_copy_rows_python(rows: Iterable[Sequence[object]]) -> bytes:

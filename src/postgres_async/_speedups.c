@@ -891,7 +891,7 @@ malformed:
 }
 
 PyDoc_STRVAR(scan_reply_doc,
-"scan_reply($module, data, pos, max_length, row_limit, /)\n"
+"scan_reply($module, data, pos, max_length, row_limit, parsed=True, /)\n"
 "--\n"
 "\n"
 "The whole ordinary query reply at data[pos:], or None:\n"
@@ -902,9 +902,15 @@ PyDoc_STRVAR(scan_reply_doc,
 static PyObject *
 scan_reply(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
+    if (nargs != 4 && nargs != 5) {
         PyErr_Format(PyExc_TypeError,
-                     "scan_reply() takes exactly 4 positional arguments (%zd given)", nargs);
+                     "scan_reply() takes 4 or 5 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    /* Whether the reply starts with ParseComplete: not when the query bound a statement
+     * prepared earlier. */
+    int parsed = 1;
+    if (nargs == 5 && (parsed = PyObject_IsTrue(args[4])) < 0) {
         return NULL;
     }
     long long start, max_length, row_limit;
@@ -932,10 +938,16 @@ scan_reply(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         goto not_ordinary;
     }
     Py_ssize_t p = (Py_ssize_t)start;
-    if (end - p < 10 || memcmp(data + p, "1\0\0\0\x04" "2\0\0\0\x04", 10) != 0) {
+    if (parsed) {
+        if (end - p < 5 || memcmp(data + p, "1\0\0\0\x04", 5) != 0) {
+            goto not_ordinary;
+        }
+        p += 5;
+    }
+    if (end - p < 5 || memcmp(data + p, "2\0\0\0\x04", 5) != 0) {
         goto not_ordinary;
     }
-    p += 10;
+    p += 5;
     Py_ssize_t description_start = -1, description_size = 0, column_count = 0, nrows = 0;
     if (end - p < 5) {
         goto not_ordinary;
@@ -1065,9 +1077,10 @@ error_released:
 /* encode_query: the bytes of one extended-protocol query                               */
 
 PyDoc_STRVAR(encode_query_doc,
-             "encode_query(parse, parameters, tail) -> bytes | None\n\n"
-             "parse + a Bind of the parameters in text format + tail, or None when a\n"
-             "parameter needs the Python path (see _accel.encode_query_python).");
+             "encode_query(head, statement, parameters, tail) -> bytes | None\n\n"
+             "head + a Bind of the parameters in text format to the named statement\n"
+             "(b'' for the unnamed one) + tail, or None when a parameter needs the\n"
+             "Python path (see _accel.encode_query_python).");
 
 static inline void
 put_int32(char *p, int32_t v)
@@ -1141,13 +1154,21 @@ put_parameter(Writer *w, PyObject *value)
 static PyObject *
 encode_query(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "encode_query(parse: bytes, parameters, tail: bytes)");
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1]) ||
+        !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_query(head: bytes, statement: bytes, parameters, tail: bytes)");
         return NULL;
     }
-    PyObject *parse = args[0];
-    PyObject *parameters = args[1];
-    PyObject *tail = args[2];
+    PyObject *head = args[0];
+    PyObject *statement = args[1];
+    PyObject *parameters = args[2];
+    PyObject *tail = args[3];
+    const Py_ssize_t statement_size = PyBytes_GET_SIZE(statement);
+    if (memchr(PyBytes_AS_STRING(statement), 0, (size_t)statement_size) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "encode_query: the statement name contains a NUL");
+        return NULL;
+    }
     PyObject **items;
     Py_ssize_t count;
     if (parameters == Py_None) {
@@ -1168,21 +1189,24 @@ encode_query(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     if (count > 65535) {
         Py_RETURN_NONE;
     }
-    const Py_ssize_t parse_size = PyBytes_GET_SIZE(parse);
+    const Py_ssize_t head_size = PyBytes_GET_SIZE(head);
     const Py_ssize_t tail_size = PyBytes_GET_SIZE(tail);
     Writer w;
-    if (writer_init(&w, parse_size + 15 + 16 * count + tail_size) < 0) {
+    if (writer_init(&w, head_size + statement_size + 15 + 16 * count + tail_size) < 0) {
         return NULL;
     }
-    memcpy(w.buf, PyBytes_AS_STRING(parse), (size_t)parse_size);
-    /* 'B', length (later), unnamed portal and statement, no parameter format codes
-     * (all text), the parameter count. */
-    char *bind = w.buf + parse_size;
+    memcpy(w.buf, PyBytes_AS_STRING(head), (size_t)head_size);
+    /* 'B', length (later), the unnamed portal, the statement's name, no parameter
+     * format codes (all text), the parameter count. */
+    char *bind = w.buf + head_size;
     bind[0] = 'B';
-    memset(bind + 5, 0, 4);
-    bind[9] = (char)(count >> 8);
-    bind[10] = (char)count;
-    w.len = parse_size + 11;
+    bind[5] = 0;
+    memcpy(bind + 6, PyBytes_AS_STRING(statement), (size_t)statement_size);
+    char *after_name = bind + 6 + statement_size;
+    memset(after_name, 0, 3);
+    after_name[3] = (char)(count >> 8);
+    after_name[4] = (char)count;
+    w.len = head_size + 11 + statement_size;
     /* No Python code runs in the loop (exact types only), so the list cannot change. */
     for (Py_ssize_t i = 0; i < count; i++) {
         const int rc = put_parameter(&w, items[i]);
@@ -1200,12 +1224,12 @@ encode_query(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     w.buf[w.len] = 0; /* no result format codes: all text */
     w.buf[w.len + 1] = 0;
     w.len += 2;
-    const Py_ssize_t bind_length = w.len - parse_size - 1;
+    const Py_ssize_t bind_length = w.len - head_size - 1;
     if (bind_length > INT32_MAX) {
         Py_DECREF(w.bytes);
         Py_RETURN_NONE;
     }
-    put_int32(w.buf + parse_size + 1, (int32_t)bind_length);
+    put_int32(w.buf + head_size + 1, (int32_t)bind_length);
     memcpy(w.buf + w.len, PyBytes_AS_STRING(tail), (size_t)tail_size);
     w.len += tail_size;
     if (_PyBytes_Resize(&w.bytes, w.len) < 0) {

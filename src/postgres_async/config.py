@@ -62,6 +62,8 @@ MIN_MAX_MESSAGE_LENGTH: Final = 1024
 # The protocol's length field is a signed 32-bit integer.
 MAX_MAX_MESSAGE_LENGTH: Final = 2**31 - 1
 MAX_MESSAGE_LENGTH_ENV: Final = "POSTGRES_ASYNC_OVERRIDE_MAX_MESSAGE_LENGTH"
+# A bound against typos (each cached statement holds server memory), not a tuning limit.
+MAX_STATEMENT_CACHE_SIZE: Final = 1_000_000
 # Debian's libpq looks in /var/run/postgresql; upstream builds use /tmp.
 DEFAULT_SOCKET_DIRS: Final = ("/var/run/postgresql", "/tmp")
 SOCKET_FILE_PREFIX: Final = ".s.PGSQL."
@@ -87,6 +89,7 @@ _DSN_KEYS: Final = frozenset(
         "gssencmode",
         "target_session_attrs",
         "max_message_length",
+        "statement_cache_size",
     }
 )
 # Keywords that `**more` may carry: the ones without a named parameter, plus the libpq
@@ -165,6 +168,9 @@ class ConnectConfig:
     # Excluded from the hash: a mapping is not hashable.
     server_settings: Mapping[str, str] = field(default_factory=dict, hash=False)
     max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH
+    # Statements kept prepared on the server per connection (0: the unnamed statement
+    # for every query, as API.md specifies by default).
+    statement_cache_size: int = 0
     sslrootcert: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
@@ -181,6 +187,15 @@ class ConnectConfig:
             raise ValueError(
                 f"invalid max_message_length {self.max_message_length!r}: it must lie in "
                 f"[{MIN_MAX_MESSAGE_LENGTH}, {MAX_MAX_MESSAGE_LENGTH}]"
+            )
+        if (
+            not isinstance(self.statement_cache_size, int)
+            or isinstance(self.statement_cache_size, bool)
+            or not 0 <= self.statement_cache_size <= MAX_STATEMENT_CACHE_SIZE
+        ):
+            raise ValueError(
+                f"invalid statement_cache_size {self.statement_cache_size!r}: it must be an "
+                f"int in [0, {MAX_STATEMENT_CACHE_SIZE}]"
             )
         if self.connect_timeout is not None and not (
             math.isfinite(self.connect_timeout) and self.connect_timeout > 0
@@ -552,6 +567,26 @@ def _parse_timeout(value: object, source: str) -> float | None:
     return timeout
 
 
+def _parse_statement_cache_size(value: object, source: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{source} must be an int, not bool")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
+            raise ValueError(f"invalid statement_cache_size {value[:64]!r} (from {source})")
+        size = int(text)
+    else:
+        raise TypeError(f"{source} must be an int, not {type(value).__name__}")
+    if not 0 <= size <= MAX_STATEMENT_CACHE_SIZE:
+        raise ValueError(
+            f"invalid statement_cache_size {size} (from {source}): it must lie in "
+            f"[0, {MAX_STATEMENT_CACHE_SIZE}]"
+        )
+    return size
+
+
 def _parse_max_message_length(value: object, source: str) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{source} must be an int, not bool")
@@ -844,6 +879,7 @@ def resolve_config(
     application_name: str | None = None,
     server_settings: Mapping[str, str] | None = None,
     max_message_length: int | None = None,
+    statement_cache_size: int | None = None,
     environ: Mapping[str, str] | None = None,
     passfile_home: str | os.PathLike[str] | None = None,
     **more: str | os.PathLike[str],
@@ -871,6 +907,7 @@ def resolve_config(
         "connect_timeout": connect_timeout,
         "application_name": application_name,
         "max_message_length": max_message_length,
+        "statement_cache_size": statement_cache_size,
     }
     # Error messages name the argument as the caller spelled it.
     kw_labels = {
@@ -946,6 +983,13 @@ def resolve_config(
         else _parse_max_message_length(length_found.value, length_found.source)
     )
 
+    cache_found = sources.get("statement_cache_size")
+    cache_size = (
+        0
+        if cache_found is None
+        else _parse_statement_cache_size(cache_found.value, cache_found.source)
+    )
+
     gssenc = sources.get_str("gssencmode")
     if gssenc is not None and gssenc[0] not in ("disable", "prefer"):
         raise ValueError(
@@ -977,6 +1021,7 @@ def resolve_config(
         application_name=app_name,
         server_settings=settings,
         max_message_length=length,
+        statement_cache_size=cache_size,
         sslrootcert=ssl_files["sslrootcert"],
         sslcert=ssl_files["sslcert"],
         sslkey=ssl_files["sslkey"],

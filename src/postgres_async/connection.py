@@ -92,6 +92,8 @@ CONNECTION_EXCEPTION = "08000"
 INVALID_PASSWORD = "28P01"
 INVALID_AUTHORIZATION = "28000"
 QUERY_CANCELED = "57014"
+INVALID_SQL_STATEMENT_NAME = "26000"
+FEATURE_NOT_SUPPORTED = "0A000"
 CLOSE_TIMEOUT = 1.0
 # Rows decoded per batch at most; bounds the latency of one data_received call.
 ROW_BATCH = 4096
@@ -209,6 +211,17 @@ class SimpleQueryResult:
     warnings: tuple[str, ...]
 
 
+class _Statement:
+    """A statement of the statement cache, prepared on the server under ``name``."""
+
+    __slots__ = ("name", "ready")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        # Its ParseComplete has arrived: later queries may bind it without a Parse.
+        self.ready = False
+
+
 class _Operation:
     """One extended-query exchange, from its first message to its ReadyForQuery.
 
@@ -243,6 +256,11 @@ class _Operation:
     retry = False
     columns_delivered = False
     tx_before: TransactionStatus = TransactionStatus.IDLE
+    # Statement cache: the statement this operation binds (None: the unnamed one),
+    # whether its Parse is in this operation, and the statements it Closes first.
+    statement: _Statement | None = None
+    creates_statement = False
+    closes: tuple[bytes, ...] = ()
 
     def __init__(
         self,
@@ -251,6 +269,8 @@ class _Operation:
         values: tuple[object, ...],
         wire: bytes,
         future: asyncio.Future[Any],
+        parse: bool = True,
+        closes: int = 0,
     ) -> None:
         self.mode = mode
         self.sql = sql
@@ -263,7 +283,7 @@ class _Operation:
             self.commands = []
             self.warnings = []
         else:
-            self.conversation = QueryConversation()
+            self.conversation = QueryConversation(parse, closes)
         self.pipelinable = False  # set by Connection._prepare
 
     @property
@@ -306,6 +326,13 @@ class Connection:
         self._close_timer: asyncio.TimerHandle | None = None
         self._listeners: dict[str, list[NotificationCallback]] = {}
         self._parse_cache: dict[str, tuple[bytes, bool]] = {}
+        # The statement cache (off unless statement_cache_size > 0): SQL -> statement,
+        # least recently used first; names of statements to Close with the next query
+        # that uses the cache; a counter making each statement name new.
+        self._statement_cache_size = config.statement_cache_size
+        self._statements: dict[str, _Statement] = {}
+        self._closes_owed: list[bytes] = []
+        self._statements_named = 0
         self._tx_status = TransactionStatus.IDLE
         self.runtime_parameters: dict[str, str] = {}
         key = login.backend_key
@@ -434,7 +461,7 @@ class Connection:
                         if rows:
                             self._deliver_rows(op, rows)
                             continue
-                    elif phase is QueryPhase.PARSING:
+                    elif phase is QueryPhase.PARSING or phase is QueryPhase.BINDING:
                         if op.pushback is None:
                             reply = op.conversation.take_ordinary_reply(buffer, ROW_BATCH)
                             if reply is not None:
@@ -559,6 +586,8 @@ class Connection:
         elif isinstance(event, ServerError):
             if op.exposed_to_cancel and _hit_by_our_cancel(op, event):
                 op.retry = True  # our stray cancel: run it again, as if untouched
+                return
+            if op.statement is not None and self._stale_statement(op, event):
                 return
             error = PgasyncError.from_fields(event.fields, phase=event.phase)
             op.set_error(error)
@@ -714,6 +743,8 @@ class Connection:
         self._inflight.popleft()
         if op.copy_feeder is not None:
             self._stop_copy_feeder(op)
+        if op.creates_statement:
+            self._parse_settled(op)
         if op.retry:
             self._requeue(op)
         else:
@@ -731,7 +762,80 @@ class Connection:
         op.exposed_to_cancel = False
         op.sent = False
         op.conversation = QueryConversation()
+        if op.statement is not None:
+            # Again with the unnamed statement, as if the cache were off: the cached
+            # one is gone, or this operation's own Parse of it may already have run.
+            op.statement = None
+            op.creates_statement = False
+            op.closes = ()
+            parse = m.encode_parse(op.sql)
+            op.wire = self._encode_query(parse, b"", op.values)[1]
         self._waiting.appendleft(op)
+
+    # ------------------------------------------------------------ statement cache
+    def _parse_settled(self, op: _Operation) -> None:
+        """``op`` Parsed a statement for the cache: keep it if the Parse succeeded."""
+        statement = op.statement
+        conversation = op.conversation
+        assert statement is not None
+        assert isinstance(conversation, QueryConversation)
+        if not conversation.parse_owed:
+            statement.ready = True
+        elif self._statements.get(op.sql) is statement:
+            del self._statements[op.sql]  # it does not exist on the server
+
+    def _stale_statement(self, op: _Operation, event: ServerError) -> bool:
+        """Whether ``event`` says the cached statement ``op`` bound is unusable; then it
+        is forgotten, and ``op`` retried (True) if that is invisible to the caller.
+
+        The server no longer has it (26000: DEALLOCATE or DISCARD ALL ran), or a schema
+        change altered its result type (0A000 from RevalidateCachedQuery). Both fail at
+        Bind, before anything ran; outside a transaction block that rolled back only
+        this operation, so it is sent again with the unnamed statement. Inside a block
+        the transaction has failed, so the caller gets the error; likewise when later
+        operations are pipelined behind it, which would overtake a retry.
+        """
+        conversation = op.conversation
+        assert isinstance(conversation, QueryConversation)
+        if conversation.failed_in is not QueryPhase.BINDING or op.creates_statement:
+            return False  # the statement's own error (e.g. of an EXECUTE), not the Bind's
+        fields = event.fields
+        code = fields.get("C")
+        if code == INVALID_SQL_STATEMENT_NAME:
+            # The server has lost statements we relied on: start the cache afresh.
+            self._closes_owed.extend(s.name for s in self._statements.values())
+            self._statements.clear()
+        elif code == FEATURE_NOT_SUPPORTED and fields.get("R") == "RevalidateCachedQuery":
+            if self._statements.get(op.sql) is op.statement:
+                del self._statements[op.sql]
+                assert op.statement is not None
+                self._closes_owed.append(op.statement.name)
+        else:
+            return False
+        if (
+            op.tx_before is TransactionStatus.IDLE
+            and op.rows_seen == 0
+            and len(self._inflight) == 1
+            and not op.cancel_requested
+        ):
+            op.retry = True
+            return True
+        return False
+
+    def _cached_statement(self, sql: str) -> tuple[_Statement, bool] | None:
+        """The cached statement to run ``sql`` with and whether it must be Parsed, or
+        None for the unnamed statement (its Parse by an earlier query is in flight).
+        A new statement is only registered once its query is built."""
+        statements = self._statements
+        statement = statements.get(sql)
+        if statement is None:
+            name = f"__postgres_async_{self._statements_named + 1}".encode()
+            return _Statement(name), True
+        if not statement.ready:
+            return None
+        del statements[sql]  # most recently used last
+        statements[sql] = statement
+        return statement, False
 
     def _settle(self, op: _Operation) -> None:
         op.finished = True
@@ -894,6 +998,10 @@ class Connection:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(op)
             op.future.cancel()
+            # Never written: what it would have done to the statement cache is undone.
+            self._closes_owed.extend(op.closes)
+            if op.creates_statement and self._statements.get(op.sql) is op.statement:
+                del self._statements[op.sql]
             return
         if op.finished or op.cancel_requested:
             return
@@ -1116,27 +1224,75 @@ class Connection:
                 self._parse_cache.clear()
             self._parse_cache[sql] = cached
         parse, plain = cached
-        values: tuple[object, ...] = ()
-        if parameters:
-            wire = None
-            if _accel.encode_query is not None:
-                wire = _accel.encode_query(parse, parameters, _DESCRIBE_EXECUTE_SYNC)
-            if wire is not None:
-                values = tuple(parameters)  # a list or tuple, or encode_query says None
-            else:
-                # Every type, and every error message, is the reference's.
-                values, wire_params = _values.encode_parameters(parameters)
-                if len(wire_params) > m.MAX_PARAMETERS:
-                    raise ValueError(
-                        f"{len(wire_params)} parameters given; the protocol allows at most "
-                        f"{m.MAX_PARAMETERS}"
-                    )
-                wire = parse + m.encode_bind_text(wire_params) + _DESCRIBE_EXECUTE_SYNC
-        else:
-            wire = parse + _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC
+        pipelinable = plain and mode <= _Mode.EXPECT_NO_DATA
+        if pipelinable and self._statement_cache_size:
+            found = self._cached_statement(sql)
+            if found is not None:
+                return self._prepare_cached(mode, sql, parameters, *found)
+        values, wire = self._encode_query(parse, b"", parameters)
         op = _Operation(mode, sql, values, wire, self._loop.create_future())
-        op.pipelinable = plain and mode <= _Mode.EXPECT_NO_DATA
+        op.pipelinable = pipelinable
         return op
+
+    def _prepare_cached(
+        self,
+        mode: int,
+        sql: str,
+        parameters: Sequence[object] | None,
+        statement: _Statement,
+        creates: bool,
+    ) -> _Operation:
+        """An operation binding a statement of the cache, Parsing it first if new (and
+        then Closing the least recently used one if the cache is full)."""
+        statements = self._statements
+        evicted = None
+        closes = self._closes_owed
+        if creates and len(statements) >= self._statement_cache_size:
+            evicted = next(iter(statements))
+            closes = [*closes, statements[evicted].name]
+        head = b"".join(m.Close("S", name.decode()).encode() for name in closes)
+        if creates:
+            head += m.encode_parse(sql, statement.name.decode())
+        values, wire = self._encode_query(head, statement.name, parameters)
+        # Built without error: only now does the cache change.
+        op = _Operation(mode, sql, values, wire, self._loop.create_future(), creates, len(closes))
+        if evicted is not None:
+            del statements[evicted]
+        if creates:
+            statements[sql] = statement
+            self._statements_named += 1
+            op.creates_statement = True
+        op.pipelinable = True
+        op.statement = statement
+        if closes:
+            op.closes = tuple(closes)
+            self._closes_owed = []
+        return op
+
+    @staticmethod
+    def _encode_query(
+        head: bytes, statement: bytes, parameters: Sequence[object] | None
+    ) -> tuple[tuple[object, ...], bytes]:
+        """(the values kept for error messages, the bytes of ``head`` + Bind (to the
+        named ``statement``, or the unnamed one for b"") + Describe + Execute + Sync)."""
+        if not parameters:
+            if statement:
+                bind = m.encode_bind_text([], statement=statement.decode())
+                return (), head + bind + _DESCRIBE_EXECUTE_SYNC
+            return (), head + _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC
+        if _accel.encode_query is not None:
+            wire = _accel.encode_query(head, statement, parameters, _DESCRIBE_EXECUTE_SYNC)
+            if wire is not None:
+                return tuple(parameters), wire  # a list or tuple, or encode_query says None
+        # Every type, and every error message, is the reference's.
+        values, wire_params = _values.encode_parameters(parameters)
+        if len(wire_params) > m.MAX_PARAMETERS:
+            raise ValueError(
+                f"{len(wire_params)} parameters given; the protocol allows at most "
+                f"{m.MAX_PARAMETERS}"
+            )
+        bind = m.encode_bind_text(wire_params, statement=statement.decode())
+        return values, head + bind + _DESCRIBE_EXECUTE_SYNC
 
     # ---------------------------------------------------------------------- COPY IN
     async def _feed_copy(self, op: _Operation) -> None:
@@ -1426,6 +1582,7 @@ async def connect(
     application_name: str | None = None,
     server_settings: Mapping[str, str] | None = None,
     max_message_length: int | None = None,
+    statement_cache_size: int | None = None,
     **more: Any,
 ) -> Connection:
     """Open a connection and log in.
@@ -1447,6 +1604,7 @@ async def connect(
         application_name=application_name,
         server_settings=server_settings,
         max_message_length=max_message_length,
+        statement_cache_size=statement_cache_size,
         **more,
     )
     phase = ["connecting"]

@@ -4,6 +4,7 @@ and that no secret shows in repr() or error messages."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import getpass
 import logging
 import os
@@ -62,6 +63,7 @@ def summary(cfg: ConnectConfig) -> dict[str, object]:
         "application_name": cfg.application_name,
         "server_settings": dict(cfg.server_settings),
         "max_message_length": cfg.max_message_length,
+        "statement_cache_size": cfg.statement_cache_size,
     }
 
 
@@ -75,6 +77,7 @@ DEFAULTS: dict[str, object] = {
     "application_name": None,
     "server_settings": {},
     "max_message_length": 2**30,
+    "statement_cache_size": 0,
 }
 
 
@@ -244,6 +247,9 @@ DSN_CASES: list[tuple[str, dict[str, object]]] = [
     ("connect_timeout=2.5", expect(connect_timeout=2.5)),
     ("max_message_length=1024", expect(max_message_length=1024)),
     ("max_message_length=2147483647", expect(max_message_length=2**31 - 1)),
+    ("statement_cache_size=0", DEFAULTS),
+    ("statement_cache_size=100", expect(statement_cache_size=100)),
+    ("statement_cache_size=' 1000000 '", expect(statement_cache_size=1_000_000)),
 ]
 
 
@@ -297,6 +303,9 @@ BAD_DSNS: list[tuple[str, str]] = [
     ("max_message_length=1023", "invalid max_message_length"),
     ("max_message_length=2147483648", "invalid max_message_length"),
     ("max_message_length=lots", "invalid max_message_length"),
+    ("statement_cache_size=-1", "invalid statement_cache_size"),
+    ("statement_cache_size=1000001", "invalid statement_cache_size"),
+    ("statement_cache_size=many", "invalid statement_cache_size '?many'? \\(from the DSN\\)"),
     ("options='-B 100'", "unsupported word '-B'"),
     ("options='-c'", "must be followed"),
     ("options='-c novalue'", "expected name=value"),
@@ -887,3 +896,20 @@ def test_arbitrary_dsn_raises_only_value_error_without_the_password(prefix: str,
     except ValueError as exc:
         message = str(exc)
     assert "SECRETPW" not in message
+
+
+def test_statement_cache_size_keyword() -> None:
+    assert resolve(statement_cache_size=5).statement_cache_size == 5
+    assert resolve("statement_cache_size=7", statement_cache_size=3).statement_cache_size == 3
+    assert resolve("statement_cache_size=7").statement_cache_size == 7
+    with pytest.raises(TypeError, match="statement_cache_size' must be an int, not bool"):
+        resolve(statement_cache_size=True)
+    with pytest.raises(TypeError, match="must be an int, not float"):
+        resolve(statement_cache_size=1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"invalid statement_cache_size -3 \(from keyword"):
+        resolve(statement_cache_size=-3)
+    # Nor can a ConnectConfig be built around the checks.
+    config = resolve()
+    for bad in (-1, 1_000_001, True, "5"):
+        with pytest.raises(ValueError, match="invalid statement_cache_size"):
+            dataclasses.replace(config, statement_cache_size=bad)

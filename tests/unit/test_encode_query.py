@@ -38,19 +38,34 @@ values = st.one_of(
 )
 
 
+# Statement names: the unnamed statement (b""), and names of the statement cache.
+names = st.one_of(
+    st.just(b""),
+    st.text(st.characters(codec="ascii", exclude_characters="\0"), min_size=1, max_size=70).map(
+        str.encode
+    ),
+)
+
+
 @SETTINGS
 @given(
     parameters=st.lists(values, max_size=12),
     container=st.sampled_from([list, tuple]),
+    statement=names,
+    head=st.sampled_from([PARSE, b"", m.Close("S", "old").encode() + PARSE]),
 )
 def test_same_bytes_as_the_reference_or_none(
-    speedups: ModuleType, parameters: list[object], container: type
+    speedups: ModuleType,
+    parameters: list[object],
+    container: type,
+    statement: bytes,
+    head: bytes,
 ) -> None:
     given_parameters = container(parameters)
-    wire = speedups.encode_query(PARSE, given_parameters, TAIL)
+    wire = speedups.encode_query(head, statement, given_parameters, TAIL)
     if wire is None:
         return
-    assert wire == _accel.encode_query_python(PARSE, given_parameters, TAIL)
+    assert wire == _accel.encode_query_python(head, statement, given_parameters, TAIL)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +82,7 @@ def test_same_bytes_as_the_reference_or_none(
 def test_common_types_take_the_compiled_path(
     speedups: ModuleType, parameters: list[object] | tuple[object, ...] | None
 ) -> None:
-    wire = speedups.encode_query(PARSE, parameters, TAIL)
+    wire = speedups.encode_query(PARSE, b"", parameters, TAIL)
     assert wire is not None
     assert (
         wire
@@ -104,14 +119,27 @@ def _text(value: object) -> str:
 def test_what_only_the_reference_handles_is_declined(
     speedups: ModuleType, parameters: object
 ) -> None:
-    assert speedups.encode_query(PARSE, parameters, TAIL) is None
+    assert speedups.encode_query(PARSE, b"", parameters, TAIL) is None
+
+
+def test_a_named_statement_is_bound(speedups: ModuleType) -> None:
+    wire = speedups.encode_query(b"", b"__postgres_async_7", [5, None], TAIL)
+    assert wire is not None
+    bind = m.Bind.decode(wire[5 : len(wire) - len(TAIL)])
+    assert bind.statement == "__postgres_async_7"
+    assert bind.portal == ""
+    assert bind.params == (b"5", None)
 
 
 def test_bad_arguments_raise(speedups: ModuleType) -> None:
     with pytest.raises(TypeError):
-        speedups.encode_query("not bytes", [], TAIL)
+        speedups.encode_query("not bytes", b"", [], TAIL)
     with pytest.raises(TypeError):
-        speedups.encode_query(PARSE, [])
+        speedups.encode_query(PARSE, "not bytes", [], TAIL)
+    with pytest.raises(TypeError):
+        speedups.encode_query(PARSE, b"", [])
+    with pytest.raises(ValueError, match="NUL"):
+        speedups.encode_query(PARSE, b"a\0b", [], TAIL)
 
 
 def test_bound_when_compiled_is_in_use() -> None:

@@ -194,6 +194,80 @@ def test_copy_out_with_no_data() -> None:
 # ------------------------------------------------------------------- query: errors
 
 
+# --------------------------------------------- query: statement cache (closes, no Parse)
+
+
+def test_bound_statement_starts_at_bind_complete() -> None:
+    q = QueryConversation(parse=False)
+    assert phase(q) is QueryPhase.BINDING
+    assert not q.parse_owed
+    events = feed(q, [BC, T, CommandComplete("SELECT 0"), IDLE])
+    assert events[0] is None
+    assert is_rows_start(events[1], COLUMNS)
+    assert events[2:] == [Completed("SELECT 0"), Ready(TransactionStatus.IDLE)]
+
+
+def test_closes_come_first_then_parse() -> None:
+    q = QueryConversation(parse=True, closes=2)
+    assert phase(q) is QueryPhase.CLOSING
+    assert feed(q, [CloseComplete(), CloseComplete()]) == [None, None]
+    assert phase(q) is QueryPhase.PARSING
+    assert q.parse_owed
+    assert feed(q, [PC, BC, ND, CommandComplete("INSERT 0 1"), IDLE])[-1] == Ready(
+        TransactionStatus.IDLE
+    )
+    assert not q.parse_owed
+
+
+def test_closes_before_a_bound_statement() -> None:
+    q = QueryConversation(parse=False, closes=1)
+    assert q.handle(CloseComplete()) is None
+    assert phase(q) is QueryPhase.BINDING
+    assert q.handle(BC) is None
+    assert phase(q) is QueryPhase.DESCRIBING
+
+
+@pytest.mark.parametrize(
+    ("parse", "closes", "messages", "unexpected"),
+    [
+        (False, 0, [PC], "ParseComplete"),  # nothing was Parsed
+        (True, 0, [CloseComplete()], "CloseComplete"),  # nothing was Closed
+        (True, 1, [CloseComplete(), CloseComplete()], "CloseComplete"),  # one too many
+        (True, 1, [PC], "ParseComplete"),  # the Close's reply is missing
+        (False, 1, [BC], "BindComplete"),
+        (True, 0, [BC], "BindComplete"),  # the Parse's reply is missing
+    ],
+)
+def test_cached_shapes_out_of_order(
+    parse: bool, closes: int, messages: list[BackendMessage], unexpected: str
+) -> None:
+    q = QueryConversation(parse=parse, closes=closes)
+    with pytest.raises(PgasyncError) as info:
+        feed(q, messages)
+    assert_violation(info.value, unexpected)
+
+
+def test_a_failed_parse_stays_owed() -> None:
+    q = QueryConversation(parse=True, closes=1)
+    feed(q, [CloseComplete()])
+    event = q.handle(ERR)
+    assert event == ServerError(ERROR_FIELDS, "Postgres Server Error (state=Parsing)")
+    assert q.parse_owed  # the driver forgets the statement: it does not exist
+    q.handle(IDLE)
+
+
+def test_a_failed_bind_of_a_bound_statement_is_tagged_binding() -> None:
+    q = QueryConversation(parse=False)
+    assert q.handle(ERR) == ServerError(ERROR_FIELDS, "Postgres Server Error (state=Binding)")
+
+
+def test_an_error_while_closing_is_tagged() -> None:
+    q = QueryConversation(closes=1)
+    assert q.handle(ERR) == ServerError(
+        ERROR_FIELDS, "Postgres Server Error (state=Closing statements)"
+    )
+
+
 @pytest.mark.parametrize(
     ("before", "state"),
     [

@@ -48,7 +48,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-Scan = Callable[[bytes | bytearray, int, int, int], Reply | None]
+Scan = Callable[..., Reply | None]
 Row = tuple[str | None, ...]
 
 BIG = 2**70  # beyond any C integer
@@ -151,14 +151,16 @@ def _replace(index: int, *messages: bytes) -> bytes:
 # the message-by-message path, for comparison
 
 
-def _message_by_message(data: bytes | bytearray, pos: int, max_length: int) -> Reply:
+def _message_by_message(
+    data: bytes | bytearray, pos: int, max_length: int, parsed: bool = True
+) -> Reply:
     """What ReceiveBuffer and QueryConversation make of the same bytes, one by one.
 
     Raises (or fails an assertion) where that path would report an error or wait.
     """
     buffer = ReceiveBuffer(max_length)
     buffer.feed(bytes(data[pos:]))
-    conversation = QueryConversation()
+    conversation = QueryConversation(parse=parsed)
     description: bytes | None = None
     rows: list[Row] = []
     tag: str | None = None
@@ -545,9 +547,27 @@ def test_pos(scan: Scan) -> None:
     assert second[1:] == first[1:]
 
 
+def test_without_parse_complete(scan: Scan) -> None:
+    """A query binding a statement prepared earlier gets no ParseComplete."""
+    whole = b"".join(BASE)
+    unparsed = whole[len(PARSE) :]
+    expected = (len(unparsed), *BASE_RESULT[1:])
+    assert scan(bytearray(unparsed), 0, 1 << 30, NO_LIMIT, False) == expected
+    assert _message_by_message(unparsed, 0, 1 << 30, parsed=False) == expected
+    # Each shape only where it is expected.
+    assert scan(bytearray(unparsed), 0, 1 << 30, NO_LIMIT, True) is None
+    assert scan(bytearray(unparsed), 0, 1 << 30, NO_LIMIT) is None
+    assert scan(bytearray(whole), 0, 1 << 30, NO_LIMIT, False) is None
+    assert scan(bytearray(whole), 0, 1 << 30, NO_LIMIT, True) == BASE_RESULT
+    for cut in range(len(unparsed)):
+        assert scan(bytearray(unparsed[:cut]), 0, 1 << 30, NO_LIMIT, False) is None
+
+
 def test_signature(speedups: ModuleType) -> None:
-    with pytest.raises(TypeError, match="exactly 4"):
+    with pytest.raises(TypeError, match="4 or 5"):
         speedups.scan_reply(bytearray(), 0, 1)
+    with pytest.raises(TypeError, match="4 or 5"):
+        speedups.scan_reply(bytearray(), 0, 1, 2, True, 6)
     with pytest.raises(TypeError):
         speedups.scan_reply("not a buffer", 0, 1, 2)
     with pytest.raises(TypeError):
@@ -591,11 +611,13 @@ def test_no_leaks(speedups: ModuleType) -> None:
 # hypothesis: round trips, mutations and arbitrary bytes
 
 
-def _check_same(speedups: ModuleType, data: bytes, pos: int, max_length: int, limit: int) -> Any:
+def _check_same(
+    speedups: ModuleType, data: bytes, pos: int, max_length: int, limit: int, parsed: bool = True
+) -> Any:
     """Both give the same outcome; what they accept, the message path gives too."""
     buffer = bytearray(data)
-    expected = outcome(py_scan_reply, buffer, pos, max_length, limit)
-    actual = outcome(speedups.scan_reply, buffer, pos, max_length, limit)
+    expected = outcome(py_scan_reply, buffer, pos, max_length, limit, parsed)
+    actual = outcome(speedups.scan_reply, buffer, pos, max_length, limit, parsed)
     assert actual == expected
     assert buffer == data
     buffer.append(0)  # BufferError if the C code had kept its export
@@ -603,7 +625,7 @@ def _check_same(speedups: ModuleType, data: bytes, pos: int, max_length: int, li
         assert expected[0] == "value", expected  # never raises for any bytes
     event("ordinary" if expected[0] == "value" and expected[1] is not None else "not")
     if expected[0] == "value" and expected[1] is not None:
-        assert _message_by_message(data, pos, max_length) == expected[1]
+        assert _message_by_message(data, pos, max_length, parsed) == expected[1]
     return expected[1] if expected[0] == "value" else None
 
 
@@ -627,8 +649,9 @@ _values = st.one_of(st.none(), _texts)
 
 
 @st.composite
-def _replies(draw: st.DrawFn) -> tuple[list[bytes], Reply]:
-    """(messages, result) of a valid reply, encoded by the messages module."""
+def _replies(draw: st.DrawFn, parsed: bool = True) -> tuple[list[bytes], Reply]:
+    """(messages, result) of a valid reply, encoded by the messages module; without
+    ParseComplete unless ``parsed``."""
     columns = draw(st.none() | st.lists(_columns, max_size=5).map(tuple))
     rows: list[tuple[str | None, ...]] = []
     if columns is not None:
@@ -637,7 +660,7 @@ def _replies(draw: st.DrawFn) -> tuple[list[bytes], Reply]:
     status = draw(st.sampled_from(list(TransactionStatus)))
     description = None if columns is None else m.RowDescription(columns).encode()
     parts = [
-        PARSE,
+        *([PARSE] if parsed else []),
         BIND,
         NO_DATA if description is None else description,
         *(
@@ -658,19 +681,28 @@ def _replies(draw: st.DrawFn) -> tuple[list[bytes], Reply]:
 
 
 @SETTINGS
-@given(reply=_replies(), prefix=st.binary(max_size=6), suffix=st.binary(max_size=6))
+@given(
+    parsed=st.booleans(),
+    data=st.data(),
+    prefix=st.binary(max_size=6),
+    suffix=st.binary(max_size=6),
+)
 def test_round_trip(
-    speedups: ModuleType, reply: tuple[list[bytes], Reply], prefix: bytes, suffix: bytes
+    speedups: ModuleType, parsed: bool, data: st.DataObject, prefix: bytes, suffix: bytes
 ) -> None:
-    parts, result = reply
-    data = prefix + b"".join(parts) + suffix
-    expected = (len(prefix) + result[0], *result[1:])
+    parts, result = data.draw(_replies(parsed))
+    whole = prefix + b"".join(parts) + suffix
+    start = len(prefix)
+    expected = (start + result[0], *result[1:])
     rows = len(result[2])
-    assert _check_same(speedups, data, len(prefix), 1 << 30, rows) == expected
-    assert _check_same(speedups, data, len(prefix), max(map(len, parts)), NO_LIMIT) == expected
-    assert _check_same(speedups, data, len(prefix), 1 << 30, rows - 1) is None
-    cut = data[: expected[0] - 1]  # without the status byte
-    assert _check_same(speedups, cut, len(prefix), 1 << 30, rows) is None
+    assert _check_same(speedups, whole, start, 1 << 30, rows, parsed) == expected
+    longest = max(map(len, parts))
+    assert _check_same(speedups, whole, start, longest, NO_LIMIT, parsed) == expected
+    assert _check_same(speedups, whole, start, 1 << 30, rows - 1, parsed) is None
+    # Not the other shape.
+    assert _check_same(speedups, whole, start, 1 << 30, rows, not parsed) is None
+    cut = whole[: expected[0] - 1]  # without the status byte
+    assert _check_same(speedups, cut, start, 1 << 30, rows, parsed) is None
 
 
 _interesting_lengths = st.sampled_from([-(2**31), -1, 0, 3, 4, 5, 6, 7, 8, 30000, 30001, MAX_INT32])
@@ -733,12 +765,16 @@ _row_limits = st.one_of(st.just(NO_LIMIT), st.integers(-2, 8), st.just(BIG), st.
     pos=st.one_of(st.just(0), st.integers(0, 12), st.just(BIG), st.just(-1)),
     max_length=st.one_of(st.just(1 << 30), _max_lengths),
     row_limit=st.one_of(st.just(NO_LIMIT), _row_limits),
+    parsed=st.booleans(),
 )
 def test_mutated_replies(
-    speedups: ModuleType, data: bytes, pos: int, max_length: int, row_limit: int
+    speedups: ModuleType, data: bytes, pos: int, max_length: int, row_limit: int, parsed: bool
 ) -> None:
     _check_same(speedups, data, 0, 1 << 30, NO_LIMIT)
-    _check_same(speedups, data, pos, max_length, row_limit)
+    _check_same(speedups, data, 0, 1 << 30, NO_LIMIT, False)
+    # With ParseComplete cut off, the same reply is one of the "not parsed" kind.
+    _check_same(speedups, data, 5, 1 << 30, NO_LIMIT, False)
+    _check_same(speedups, data, pos, max_length, row_limit, parsed)
 
 
 _openings = st.sampled_from(
@@ -766,3 +802,4 @@ def test_arbitrary_bytes(
 ) -> None:
     _check_same(speedups, opening + rest, 0, max_length, row_limit)
     _check_same(speedups, opening + rest, pos, max_length, row_limit)
+    _check_same(speedups, opening + rest, pos, max_length, row_limit, False)

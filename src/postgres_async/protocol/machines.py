@@ -23,6 +23,7 @@ from .messages import (
     BackendKeyData,
     BackendMessage,
     BindComplete,
+    CloseComplete,
     ColumnMetadata,
     CommandComplete,
     CopyBothResponse,
@@ -46,7 +47,9 @@ _NO_DATA = ord("n")
 _COMMAND_COMPLETE = ord("C")
 _READY = ord("Z")
 _ROW_DESCRIPTION = ord("T")
-_PARSE_BIND_COMPLETE = b"1\0\0\0\x042\0\0\0\x04"
+_CLOSE_COMPLETE = ord("3")
+_BIND_COMPLETE_MESSAGE = b"2\0\0\0\x04"
+_PARSE_BIND_COMPLETE = b"1\0\0\0\x04" + _BIND_COMPLETE_MESSAGE
 _READY_STATUS = {s.value.encode("ascii"): s for s in TransactionStatus}
 _STATUS_BY_BYTE = {ord(s.value): s for s in TransactionStatus}
 
@@ -173,6 +176,7 @@ OrdinaryReply = tuple[RowsStart | None, list[tuple[str | None, ...]], str, Trans
 
 
 class QueryPhase(enum.Enum):
+    CLOSING = "Closing statements"
     PARSING = "Parsing"
     BINDING = "Binding"
     DESCRIBING = "Describing"
@@ -193,17 +197,35 @@ PHASE_TAG_AFTER_COMPLETE = "Error waiting for ReadyForQuery (after query executi
 class QueryConversation:
     """Parse, Bind, Describe (portal), Execute, Sync: the replies, in order.
 
+    With a statement cache the exchange may start with ``closes`` Close (statement)
+    messages, and a query binding a statement prepared earlier sends no Parse
+    (``parse=False``): the replies then start with CloseComplete, or at BindComplete.
+
     DataRows are not fed here: while ``phase`` is ROWS the driver decodes them in
     batches straight from the buffer (see ``ReceiveBuffer.take_data_rows``) and feeds
     only what is not a DataRow.
     """
 
-    __slots__ = ("columns", "error_seen", "phase")
+    __slots__ = ("closes_owed", "columns", "error_seen", "failed_in", "parse_owed", "phase")
 
-    def __init__(self) -> None:
-        self.phase = QueryPhase.PARSING
+    def __init__(self, parse: bool = True, closes: int = 0) -> None:
+        # ParseComplete still to come: it stays True if the Parse failed.
+        self.parse_owed = parse
+        self.closes_owed = closes
+        if closes:
+            self.phase = QueryPhase.CLOSING
+        else:
+            self.phase = QueryPhase.PARSING if parse else QueryPhase.BINDING
         self.columns: tuple[ColumnMetadata, ...] | None = None
         self.error_seen = False
+        # The phase the server's error arrived in (None: no error).
+        self.failed_in: QueryPhase | None = None
+
+    @property
+    def at_start(self) -> bool:
+        """Nothing but CloseCompletes consumed yet: the ordinary reply may follow."""
+        phase = self.phase
+        return phase is QueryPhase.PARSING or (phase is QueryPhase.BINDING and not self.parse_owed)
 
     def copy_in_ended(self) -> None:
         """The client sent CopyDone or CopyFail (and a Sync)."""
@@ -211,9 +233,12 @@ class QueryConversation:
             self.phase = QueryPhase.COPY_IN_ENDED
 
     def take_parse_bind_complete(self, buffer: ReceiveBuffer) -> bool:
-        """At the start, consume ParseComplete + BindComplete in one step if both are
-        already buffered (they always arrive together with what follows)."""
-        if self.phase is QueryPhase.PARSING and buffer.skip(_PARSE_BIND_COMPLETE):
+        """At the start, consume (ParseComplete +) BindComplete in one step if already
+        buffered (they always arrive together with what follows)."""
+        if not self.at_start:
+            return False
+        if buffer.skip(_PARSE_BIND_COMPLETE if self.parse_owed else _BIND_COMPLETE_MESSAGE):
+            self.parse_owed = False
             self.phase = QueryPhase.DESCRIBING
             return True
         return False
@@ -221,9 +246,9 @@ class QueryConversation:
     def take_ordinary_reply(self, buffer: ReceiveBuffer, row_limit: int) -> OrdinaryReply | None:
         """At the start, the whole reply in one step when it is the ordinary kind
         (no error, notice or COPY; see ``ReceiveBuffer.take_ordinary_reply``)."""
-        if self.phase is not QueryPhase.PARSING:
+        if not self.at_start:
             return None
-        found = buffer.take_ordinary_reply(row_limit)
+        found = buffer.take_ordinary_reply(row_limit, self.parse_owed)
         if found is None:
             return None
         description, rows, tag, status = found
@@ -231,6 +256,7 @@ class QueryConversation:
         if description is not None:
             columns = _describe(description)
             self.columns = columns.columns
+        self.parse_owed = False
         self.phase = QueryPhase.DONE
         return columns, rows, tag, _STATUS_BY_BYTE[status]
 
@@ -241,6 +267,7 @@ class QueryConversation:
         phase = self.phase
         if type_code == _PARSE_COMPLETE:
             if phase is QueryPhase.PARSING:
+                self.parse_owed = False
                 self.phase = QueryPhase.BINDING
                 return None
         elif type_code == _BIND_COMPLETE:
@@ -285,7 +312,13 @@ class QueryConversation:
                 self.phase = QueryPhase.DONE
                 return Ready(message.status)
             raise _unexpected(message, phase.value)
+        if phase is QueryPhase.CLOSING and isinstance(message, CloseComplete):
+            self.closes_owed -= 1
+            if not self.closes_owed:
+                self.phase = QueryPhase.PARSING if self.parse_owed else QueryPhase.BINDING
+            return None
         if phase is QueryPhase.PARSING and isinstance(message, ParseComplete):
+            self.parse_owed = False
             self.phase = QueryPhase.BINDING
             return None
         if phase is QueryPhase.BINDING and isinstance(message, BindComplete):
@@ -345,8 +378,10 @@ class QueryConversation:
         if phase is QueryPhase.DONE:
             raise _unexpected(message, phase.value)
         self.error_seen = True
+        self.failed_in = phase
         self.phase = QueryPhase.AWAIT_READY
         if phase in (
+            QueryPhase.CLOSING,
             QueryPhase.PARSING,
             QueryPhase.BINDING,
             QueryPhase.DESCRIBING,

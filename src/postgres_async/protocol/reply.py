@@ -49,21 +49,26 @@ _FIELD_TAIL = 18
 Reply = tuple[int, bytes | None, list[tuple[str | None, ...]], str, int]
 
 
-def scan_reply(data: bytes | bytearray, pos: int, max_length: int, row_limit: int) -> Reply | None:
+def scan_reply(
+    data: bytes | bytearray, pos: int, max_length: int, row_limit: int, parsed: bool = True
+) -> Reply | None:
     """The ordinary reply that starts at ``data[pos]``, if all of it is there, else None.
 
-    The reply is ParseComplete, BindComplete, then NoData or a RowDescription followed
-    by at most ``row_limit`` DataRows, then CommandComplete and ReadyForQuery, each
-    message whole and well-formed, nothing else in between. Never raises for any bytes;
-    a negative ``pos`` is a ValueError.
+    The reply is ParseComplete (only if ``parsed``: a query binding a statement
+    prepared earlier sends no Parse), BindComplete, then NoData or a RowDescription
+    followed by at most ``row_limit`` DataRows, then CommandComplete and ReadyForQuery,
+    each message whole and well-formed, nothing else in between. Never raises for any
+    bytes; a negative ``pos`` is a ValueError.
     """
     if pos < 0:
         raise ValueError("scan_reply: pos must not be negative")
 
+    if parsed:
+        message = _message(data, pos, max_length)
+        if message is None or message[0] != _PARSE_COMPLETE or message[1] != message[2]:
+            return None
+        pos = message[2]
     message = _message(data, pos, max_length)
-    if message is None or message[0] != _PARSE_COMPLETE or message[1] != message[2]:
-        return None
-    message = _message(data, message[2], max_length)
     if message is None or message[0] != _BIND_COMPLETE or message[1] != message[2]:
         return None
 
