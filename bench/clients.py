@@ -8,7 +8,8 @@ connects, warms up, times the workload and prints one JSON object on stdout:
 status 1. Connecting and warming up are not timed.
 
 Clients: ``postgres_async``, ``asyncpg`` and ``psycopg`` (3, async). Some workloads
-have variants, named ``client+variant`` (e.g. ``asyncpg+fetch``, ``psycopg+lock``).
+have variants, named ``client+variant`` (e.g. ``asyncpg+fetch``, ``psycopg+lock``), or
+with several ``+``-joined flags (``postgres_async+cache+lock``).
 """
 
 from __future__ import annotations
@@ -32,14 +33,30 @@ COPY_TABLE = "bench_copy"
 COPY_COLUMNS = ("id", "name", "label")
 STREAM_TABLE = "bench_rows"
 STREAM_COLUMNS = ("id", "name", "label", "amount", "created")
+#: postgres_async's statement cache in the ``+cache`` variants: asyncpg's default size.
+STATEMENT_CACHE_SIZE = 100
 
 #: Clients (with variants) per workload; bench/run.py uses this to decide what to run.
 CLIENTS: dict[str, tuple[str, ...]] = {
-    "select": ("postgres_async", "asyncpg", "psycopg", "wire"),
+    "select": (
+        "postgres_async",
+        "postgres_async+cache",
+        "asyncpg",
+        "psycopg",
+        "wire",
+        "wire+prepared",
+    ),
     "stream": ("postgres_async", "asyncpg+cursor", "asyncpg+fetch", "psycopg+stream"),
     "copy": ("postgres_async", "postgres_async+binary", "asyncpg", "psycopg"),
-    "multi": ("postgres_async", "asyncpg", "psycopg"),
-    "shared": ("postgres_async", "postgres_async+lock", "asyncpg+lock", "psycopg+lock"),
+    "multi": ("postgres_async", "postgres_async+cache", "asyncpg", "psycopg"),
+    "shared": (
+        "postgres_async",
+        "postgres_async+lock",
+        "postgres_async+cache",
+        "postgres_async+cache+lock",
+        "asyncpg+lock",
+        "psycopg+lock",
+    ),
     "notify": ("postgres_async", "asyncpg", "psycopg+notifies"),
 }
 
@@ -55,6 +72,11 @@ def copy_rows(n: int) -> Iterator[tuple[int, str, str]]:
 
 def stream_sql(rows: int) -> str:
     return f"SELECT {', '.join(STREAM_COLUMNS)} FROM {STREAM_TABLE} LIMIT {rows}"
+
+
+def variant_flags(variant: str) -> frozenset[str]:
+    """``"cache+lock"`` -> {"cache", "lock"}."""
+    return frozenset(flag for flag in variant.split("+") if flag)
 
 
 def postgres_async_has_binary_copy() -> bool:
@@ -88,21 +110,24 @@ class Target:
         self.user = user
         self.database = database
 
-    async def postgres_async(self) -> Any:
+    async def postgres_async(self, flags: frozenset[str]) -> Any:
         import postgres_async as pg
 
         return await pg.connect(
-            server=(self.host, self.port), user=self.user, database=self.database
+            server=(self.host, self.port),
+            user=self.user,
+            database=self.database,
+            statement_cache_size=STATEMENT_CACHE_SIZE if "cache" in flags else 0,
         )
 
-    async def asyncpg(self) -> Any:
+    async def asyncpg(self, flags: frozenset[str]) -> Any:
         import asyncpg
 
         return await asyncpg.connect(
             host=self.host, port=self.port, user=self.user, database=self.database
         )
 
-    async def psycopg(self) -> Any:
+    async def psycopg(self, flags: frozenset[str]) -> Any:
         import psycopg
 
         return await psycopg.AsyncConnection.connect(
@@ -113,24 +138,34 @@ class Target:
             autocommit=True,
         )
 
-    async def wire(self) -> WireConnection:
+    async def wire(self, flags: frozenset[str]) -> WireConnection:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(WireConnection, self.host, self.port)
         await conn.log_in(self.user, self.database)
+        if "prepared" in flags:
+            from postgres_async.protocol import messages as m
+
+            parse = m.encode_parse(SELECT_SQL, WIRE_STATEMENT)
+            await conn.round_trip(parse + m.Sync().encode())
         return conn
 
-    async def connect(self, library: str) -> Any:
-        factory: Callable[[], Awaitable[Any]] = getattr(self, library)
-        return await factory()
+    async def connect(self, library: str, variant: str = "") -> Any:
+        factory: Callable[[frozenset[str]], Awaitable[Any]] = getattr(self, library)
+        return await factory(variant_flags(variant))
+
+
+WIRE_STATEMENT = "wire_select"
 
 
 class WireConnection(asyncio.Protocol):
     """The floor for workload 1: what an asyncio client costs when it does nothing but
-    the wire. Per query it builds the same five messages postgres_async sends, writes
-    them, waits on one future until the reply ends with ReadyForQuery, and walks the
-    reply only to take the one value: no state machine, no checks, no error handling
-    (it trusts the server, and needs trust authentication). Not a client: a reference
-    for how much of a client's figure is Python, asyncio and the kernel themselves."""
+    the wire. Per query it builds the same five messages postgres_async sends (four,
+    binding a statement prepared at connect, with ``+prepared``: what postgres_async
+    sends with its statement cache), writes them, waits on one future until the reply
+    ends with ReadyForQuery, and walks the reply only to take the one value: no state
+    machine, no checks, no error handling (it trusts the server, and needs trust
+    authentication). Not a client: a reference for how much of a client's figure is
+    Python, asyncio and the kernel themselves."""
 
     def __init__(self) -> None:
         self._reply = bytearray()
@@ -186,7 +221,9 @@ def _wire_value(reply: bytes) -> str:
 QueryFn = Callable[[int], Awaitable[object]]
 
 
-def _query_fn(library: str, conn: Any, lock: asyncio.Lock | None) -> QueryFn:
+def _query_fn(
+    library: str, conn: Any, lock: asyncio.Lock | None, flags: frozenset[str] = frozenset()
+) -> QueryFn:
     if library == "postgres_async":
         last: list[object] = [None]
 
@@ -207,11 +244,13 @@ def _query_fn(library: str, conn: Any, lock: asyncio.Lock | None) -> QueryFn:
     elif library == "wire":
         from postgres_async.protocol import messages as m
 
-        parse = m.encode_parse(SELECT_SQL)
+        prepared = "prepared" in flags
+        parse = b"" if prepared else m.encode_parse(SELECT_SQL)
+        statement = WIRE_STATEMENT if prepared else ""
         tail = m.Describe("P").encode() + m.Execute().encode() + m.Sync().encode()
 
         async def wire_query(i: int) -> object:
-            bind = m.encode_bind_text([str(i).encode()])
+            bind = m.encode_bind_text([str(i).encode()], statement=statement)
             return _wire_value(await conn.round_trip(parse + bind + tail))
 
         query = wire_query
@@ -245,9 +284,9 @@ async def _close(library: str, conn: Any) -> None:
 
 async def run_select(target: Target, library: str, variant: str, args: argparse.Namespace) -> Json:
     """Workload 1: ``n`` sequential ``SELECT $1::int`` on one connection."""
-    conn = await target.connect(library)
+    conn = await target.connect(library, variant)
     try:
-        query = _query_fn(library, conn, None)
+        query = _query_fn(library, conn, None, variant_flags(variant))
         for i in range(args.warmup):
             await query(i)
         n = args.n
@@ -264,7 +303,7 @@ async def run_select(target: Target, library: str, variant: str, args: argparse.
 
 async def run_multi(target: Target, library: str, variant: str, args: argparse.Namespace) -> Json:
     """Workload 4: ``tasks`` connections, each doing ``n`` sequential queries, at once."""
-    conns = [await target.connect(library) for _ in range(args.tasks)]
+    conns = [await target.connect(library, variant) for _ in range(args.tasks)]
     try:
         queries = [_query_fn(library, conn, None) for conn in conns]
         for query in queries:
@@ -287,9 +326,9 @@ async def run_shared(target: Target, library: str, variant: str, args: argparse.
     The ``+lock`` variants serialise the tasks with an asyncio.Lock (asyncpg and psycopg
     do not allow concurrent operations on one connection; for postgres_async it is the
     baseline without pipelining)."""
-    conn = await target.connect(library)
+    conn = await target.connect(library, variant)
     try:
-        lock = asyncio.Lock() if variant == "lock" else None
+        lock = asyncio.Lock() if "lock" in variant_flags(variant) else None
         query = _query_fn(library, conn, lock)
         for i in range(args.warmup):
             await query(i)
