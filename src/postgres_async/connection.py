@@ -653,7 +653,8 @@ class Connection:
 
     def _deliver_rows(self, op: _Operation, rows: list[tuple[str | None, ...]]) -> None:
         op.rows_seen += len(rows)
-        if op.mode not in _DELIVERS_ROWS or not op.callbacks_live:
+        # callbacks_live, inlined: this runs for every batch.
+        if op.mode not in _DELIVERS_ROWS or op.user_exception or op.cancel_requested:
             return
         handle_row = op.handle_row
         assert handle_row is not None
@@ -754,7 +755,8 @@ class Connection:
             head.tx_before = self._tx_status
             if head.cancel_requested:
                 self._send_cancel_for(head)
-        self._send_next()
+        if self._waiting or type(self._status) is not Open:
+            self._send_next()  # otherwise it has nothing to do
 
     def _requeue(self, op: _Operation) -> None:
         """Send ``op`` again, first of all those not yet written."""
@@ -821,21 +823,6 @@ class Connection:
             op.retry = True
             return True
         return False
-
-    def _cached_statement(self, sql: str) -> tuple[_Statement, bool] | None:
-        """The cached statement to run ``sql`` with and whether it must be Parsed, or
-        None for the unnamed statement (its Parse by an earlier query is in flight).
-        A new statement is only registered once its query is built."""
-        statements = self._statements
-        statement = statements.get(sql)
-        if statement is None:
-            name = f"__postgres_async_{self._statements_named + 1}".encode()
-            return _Statement(name), True
-        if not statement.ready:
-            return None
-        del statements[sql]  # most recently used last
-        statements[sql] = statement
-        return statement, False
 
     def _settle(self, op: _Operation) -> None:
         op.finished = True
@@ -966,15 +953,24 @@ class Connection:
             feeder.cancel()
 
     async def _run(self, op: _Operation) -> Any:
+        self._submit(op)
+        try:
+            return await op.future
+        except asyncio.CancelledError:
+            self._abandon(op)
+            raise
+
+    def _submit(self, op: _Operation) -> None:
+        """Queue ``op`` (or write it at once when the wire is free); raises if the
+        connection cannot take it. The caller then awaits ``op.future`` as ``_run``."""
         status = self._status
-        if isinstance(status, Failed):
-            error = _previously_failed(status.error)
-            error.tag_query(op.sql, op.parameters)
-            raise error
-        if not isinstance(status, Open):
-            error = client_error(
-                CONNECTION_DOES_NOT_EXIST, "query issued against connection closed by user"
-            )
+        if type(status) is not Open:
+            if isinstance(status, Failed):
+                error = _previously_failed(status.error)
+            else:
+                error = client_error(
+                    CONNECTION_DOES_NOT_EXIST, "query issued against connection closed by user"
+                )
             error.tag_query(op.sql, op.parameters)
             raise error
         if self._inflight or self._waiting or self._cancel_in_flight is not None:
@@ -986,11 +982,6 @@ class Connection:
             op.tx_before = self._tx_status
             self._inflight.append(op)
             self._write(op.wire)
-        try:
-            return await op.future
-        except asyncio.CancelledError:
-            self._abandon(op)
-            raise
 
     def _abandon(self, op: _Operation) -> None:
         """The caller was cancelled: forget the operation, or cancel it on the server."""
@@ -1035,7 +1026,13 @@ class Connection:
         op.handle_row = handle_row
         op.handle_columns = handle_columns
         op.pushback = pushback
-        result: CommandComplete = await self._run(op)
+        # _run inlined: one coroutine less per query.
+        self._submit(op)
+        try:
+            result: CommandComplete = await op.future
+        except asyncio.CancelledError:
+            self._abandon(op)
+            raise
         return result
 
     async def query_expect_no_data(
@@ -1213,6 +1210,11 @@ class Connection:
 
     # ------------------------------------------------------------------------ build
     def _prepare(self, mode: int, sql: str, parameters: Sequence[object] | None) -> _Operation:
+        caching = self._statement_cache_size and mode <= _Mode.EXPECT_NO_DATA
+        if caching:
+            statement = self._statements.get(sql)
+            if statement is not None and statement.ready:
+                return self._prepare_cached(mode, sql, parameters, statement, False)
         cached = self._parse_cache.get(sql)
         if cached is None:
             if not isinstance(sql, str):
@@ -1225,10 +1227,11 @@ class Connection:
             self._parse_cache[sql] = cached
         parse, plain = cached
         pipelinable = plain and mode <= _Mode.EXPECT_NO_DATA
-        if pipelinable and self._statement_cache_size:
-            found = self._cached_statement(sql)
-            if found is not None:
-                return self._prepare_cached(mode, sql, parameters, *found)
+        # A statement in the cache but not ready is being Parsed by an earlier query
+        # still in flight: this one takes the unnamed statement.
+        if caching and plain and sql not in self._statements:
+            name = f"__postgres_async_{self._statements_named + 1}".encode()
+            return self._prepare_cached(mode, sql, parameters, _Statement(name), True)
         values, wire = self._encode_query(parse, b"", parameters)
         op = _Operation(mode, sql, values, wire, self._loop.create_future())
         op.pipelinable = pipelinable
@@ -1243,18 +1246,24 @@ class Connection:
         creates: bool,
     ) -> _Operation:
         """An operation binding a statement of the cache, Parsing it first if new (and
-        then Closing the least recently used one if the cache is full)."""
+        then Closing the least recently used one if the cache is full). Statements are
+        added and evicted only once the operation's bytes are built without error."""
         statements = self._statements
         evicted = None
         closes = self._closes_owed
-        if creates and len(statements) >= self._statement_cache_size:
-            evicted = next(iter(statements))
-            closes = [*closes, statements[evicted].name]
-        head = b"".join(m.Close("S", name.decode()).encode() for name in closes)
+        if creates:
+            if len(statements) >= self._statement_cache_size:
+                evicted = next(iter(statements))
+                closes = [*closes, statements[evicted].name]
+        else:
+            del statements[sql]  # most recently used last
+            statements[sql] = statement
+        head = b""
+        if closes:
+            head = b"".join(m.Close("S", name.decode()).encode() for name in closes)
         if creates:
             head += m.encode_parse(sql, statement.name.decode())
         values, wire = self._encode_query(head, statement.name, parameters)
-        # Built without error: only now does the cache change.
         op = _Operation(mode, sql, values, wire, self._loop.create_future(), creates, len(closes))
         if evicted is not None:
             del statements[evicted]

@@ -246,7 +246,10 @@ class QueryConversation:
     def take_ordinary_reply(self, buffer: ReceiveBuffer, row_limit: int) -> OrdinaryReply | None:
         """At the start, the whole reply in one step when it is the ordinary kind
         (no error, notice or COPY; see ``ReceiveBuffer.take_ordinary_reply``)."""
-        if not self.at_start:
+        phase = self.phase  # at_start, inlined: this runs for every query
+        if not (
+            phase is QueryPhase.PARSING or (phase is QueryPhase.BINDING and not self.parse_owed)
+        ):
             return None
         found = buffer.take_ordinary_reply(row_limit, self.parse_owed)
         if found is None:
