@@ -1598,6 +1598,10 @@ async def connect(
 
     Keyword arguments beat the DSN, which beats the PG* environment variables, which
     beat libpq's defaults. On failure raises ``PgasyncError`` and leaves nothing open.
+
+    ``statement_cache_size`` (default 0, off) keeps up to that many statements prepared
+    on the server, so that a repeated SQL text is Bound without being Parsed again (see
+    the README's "Statement cache").
     """
     config = resolve_config(
         dsn,

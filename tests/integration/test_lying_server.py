@@ -1304,3 +1304,112 @@ async def test_copy_fail_says_which_side_failed(failing: str) -> None:
         assert isinstance(status_of(conn), pg.Open)
         await conn.close()
     assert status_of(conn) == pg.ClosedGracefully()
+
+
+# ======================================================== statement cache replies
+def _named_parse(message: m.Parse) -> bool:
+    return message.statement.startswith("__postgres_async_")
+
+
+def _bound_to_cached(message: m.Bind) -> bool:
+    return message.statement.startswith("__postgres_async_")
+
+
+def _unnamed_parse(message: m.Parse) -> bool:
+    return message.statement == ""
+
+
+async def _cached_second_query_failure(
+    sql: str, second: list[Step], reply: bytes
+) -> pg.PgasyncError:
+    """With a statement cache of one, a first query prepares DUMMY; the second (``sql``,
+    whose client half is ``second``) is answered by ``reply``, which must fail the
+    connection within BOUND with nothing sent afterwards."""
+    script: list[Step] = [
+        *login_ok(),
+        Expect(m.Parse, check=_named_parse),
+        Expect(m.Bind, check=_bound_to_cached),
+        Expect(m.Describe),
+        Expect(m.Execute),
+        Expect(m.Sync),
+        Send(GOOD_REPLY),
+        *second,
+        Send(reply),
+        WaitForClose(),
+    ]
+    sockets_before = open_socket_count()
+    async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
+        conn = await pg.connect(**server.connect_kwargs(statement_cache_size=1))
+        await conn.query(DUMMY, handle_row=ignore_row)
+        error = await query_error(conn, sql, within=BOUND)
+        await assert_dead(conn, error)
+        count = len(server.connections[0].received)
+    assert open_socket_count() == sockets_before
+    assert count == 1 + 5 + len(second), "sent after the failure"
+    return error
+
+
+BOUND_AGAIN: list[Step] = [
+    Expect(m.Bind, check=_bound_to_cached),
+    Expect(m.Describe),
+    Expect(m.Execute),
+    Expect(m.Sync),
+]
+
+
+async def test_parse_complete_for_a_statement_that_was_not_parsed() -> None:
+    """The second run of a cached statement sends no Parse: a ParseComplete is a lie."""
+    error = await _cached_second_query_failure(DUMMY, BOUND_AGAIN, GOOD_REPLY)
+    assert_error(error, PROTOCOL_VIOLATION, "ParseComplete")
+
+
+async def test_close_complete_missing_before_parse_complete() -> None:
+    """With the cache full, the next new statement goes out as Close + Parse + ...: a
+    reply without the CloseComplete is out of step."""
+    close_then_parse: list[Step] = [
+        Expect(m.Close),
+        Expect(m.Parse, check=_named_parse),
+        *BOUND_AGAIN,
+    ]
+    error = await _cached_second_query_failure("SELECT other", close_then_parse, GOOD_REPLY)
+    assert_error(error, PROTOCOL_VIOLATION, "ParseComplete", "Closing statements")
+
+
+@pytest.mark.parametrize("times", [1, 2])
+async def test_a_lost_statement_is_retried_once_on_the_unnamed_statement(times: int) -> None:
+    """26000 at Bind says the cached statement is gone: the query is sent again with an
+    unnamed Parse. If the server says 26000 to that too, the caller gets it: no loop."""
+    lost = error_response(C="26000", M="prepared statement does not exist")
+    retry: list[Step] = [
+        Expect(m.Parse, check=_unnamed_parse),
+        Expect(m.Bind, check=lambda bind: bind.statement == ""),
+        Expect(m.Describe),
+        Expect(m.Execute),
+        Expect(m.Sync),
+    ]
+    script: list[Step] = [
+        *login_ok(),
+        Expect(m.Parse, check=_named_parse),
+        *BOUND_AGAIN,
+        Send(GOOD_REPLY),
+        *BOUND_AGAIN,
+        Send(lost + READY),
+        *retry,
+        Send(GOOD_REPLY if times == 1 else PARSE_COMPLETE + lost + READY),
+        Expect(m.Terminate),
+    ]
+    async with FakeServer(script, step_timeout=STEP_TIMEOUT) as server:
+        conn = await pg.connect(**server.connect_kwargs(statement_cache_size=4))
+        await conn.query(DUMMY, handle_row=ignore_row)
+        if times == 1:
+            rows: list[tuple[str | None, ...]] = []
+            await asyncio.wait_for(
+                conn.query(DUMMY, handle_row=lambda _n, v: rows.append(v)), BOUND
+            )
+            assert rows == [("ok",)]
+        else:
+            error = await query_error(conn, DUMMY, within=BOUND)
+            assert_error(error, "26000", "prepared statement does not exist")
+        assert isinstance(status_of(conn), pg.Open)
+        await conn.close()
+    assert status_of(conn) == pg.ClosedGracefully()
