@@ -147,7 +147,7 @@ async def test_a_schema_change_is_retried_outside_a_transaction(
             await other_conn.query_expect_no_data(
                 "ALTER TABLE cache_alter ADD COLUMN b text DEFAULT 'x'"
             )
-            names: list[tuple[str, ...]] = []
+            names: list[tuple[str | None, ...]] = []
             await conn.query(sql, handle_row=lambda n, v: names.append((*n, *v)))
             assert names == [("a", "b", "1", "x")]
             # The retry ran on the unnamed statement; the next use prepares it afresh,
@@ -301,7 +301,7 @@ async def test_in_a_failed_transaction_errors_are_the_usual_ones(
     [(-1, ValueError), (1_000_001, ValueError), (True, TypeError), (2.0, TypeError)],
 )
 async def test_invalid_sizes_are_refused_before_connecting(
-    server_kwargs: dict[str, Any], value: object, error: type[Exception]
+    server_kwargs: dict[str, Any], value: Any, error: type[Exception]
 ) -> None:
     with pytest.raises(error, match="statement_cache_size"):
         await pg.connect(**server_kwargs, statement_cache_size=value)

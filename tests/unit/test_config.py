@@ -905,11 +905,12 @@ def test_statement_cache_size_keyword() -> None:
     with pytest.raises(TypeError, match="statement_cache_size' must be an int, not bool"):
         resolve(statement_cache_size=True)
     with pytest.raises(TypeError, match="must be an int, not float"):
-        resolve(statement_cache_size=1.0)  # type: ignore[arg-type]
+        resolve(statement_cache_size=1.0)
     with pytest.raises(ValueError, match=r"invalid statement_cache_size -3 \(from keyword"):
         resolve(statement_cache_size=-3)
     # Nor can a ConnectConfig be built around the checks.
     config = resolve()
-    for bad in (-1, 1_000_001, True, "5"):
+    bad_sizes: list[Any] = [-1, 1_000_001, True, "5"]
+    for bad in bad_sizes:
         with pytest.raises(ValueError, match="invalid statement_cache_size"):
             dataclasses.replace(config, statement_cache_size=bad)
