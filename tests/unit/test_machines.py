@@ -7,7 +7,9 @@ state, as in upstream's ``test_server_failure`` (3.9 items 2 and 3).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -58,6 +60,7 @@ from postgres_async.protocol import (
     RowDescription,
     RowsStart,
     ServerError,
+    SimpleQueryConversation,
     TransactionStatus,
     decode_backend,
 )
@@ -701,3 +704,56 @@ def test_handle_frame_agrees_with_handle(frames: list[tuple[int, bytes]], copy_e
         if isinstance(slow, tuple):
             assert slow == ("violation", "08P01")
             break
+
+
+# ------------------------------------------- frames vs messages: the same, both machines
+def _event_or_error(step: Callable[[], object]) -> tuple[str, object]:
+    try:
+        return "event", step()
+    except PgasyncError as error:
+        return "error", (error.postgres_error_code, str(error))
+
+
+# Raw frames, well-formed or not, of the types handle_frame takes without decoding.
+_FRAMES = [
+    (ord("C"), b"SELECT 1\0"),
+    (ord("C"), b"\0"),
+    (ord("C"), b""),
+    (ord("C"), b"no terminator"),
+    (ord("C"), b"two\0nuls\0"),
+    (ord("C"), b"bad \xff utf8\0"),
+    (ord("Z"), b"I"),
+    (ord("Z"), b"T"),
+    (ord("Z"), b"E"),
+    (ord("Z"), b"X"),
+    (ord("Z"), b"II"),
+    (ord("T"), RowDescription(COLUMNS).encode()[5:]),
+    (ord("n"), b""),
+    (ord("1"), b""),
+    (ord("2"), b""),
+]
+
+
+def _handle_decoded(machine: Any, type_code: int, payload: bytes) -> object:
+    return machine.handle(decode_backend(type_code, payload))
+
+
+def _same_machines(make: Callable[[], Any], frames: list[tuple[int, bytes]]) -> None:
+    by_frame, by_message = make(), make()
+    for type_code, payload in frames:
+        framed = _event_or_error(functools.partial(by_frame.handle_frame, type_code, payload))
+        decoded = _event_or_error(
+            functools.partial(_handle_decoded, by_message, type_code, payload)
+        )
+        assert framed == decoded, (type_code, payload)
+        assert by_frame.phase is by_message.phase
+        if framed[0] == "error":
+            return
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.sampled_from(_FRAMES), max_size=6))
+def test_handle_frame_is_handle_of_the_decoded_message(frames: list[tuple[int, bytes]]) -> None:
+    _same_machines(SimpleQueryConversation, frames)
+    _same_machines(QueryConversation, frames)
+    _same_machines(lambda: QueryConversation(parse=False), frames)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postgres_async.errors import PgasyncError
 from postgres_async.protocol import (
@@ -92,6 +94,7 @@ from postgres_async.protocol import (
     encode_data_row,
     encode_parse,
 )
+from postgres_async.protocol._wire import PayloadReader
 from postgres_async.protocol.messages import BACKEND_MESSAGES, FRONTEND_MESSAGES
 
 # ------------------------------------------------------------------------------ helpers
@@ -705,3 +708,43 @@ def test_encoders_refuse_out_of_range_integers(encode: Callable[[], bytes]) -> N
 def test_encoders_refuse_non_integers_with_type_error() -> None:
     with pytest.raises(TypeError, match="needs an int"):
         Execute("", "10").encode()  # type: ignore[arg-type]
+
+
+# ------------------------------------------ NotificationResponse: its quick decoding
+def _notification_by_reader(payload: bytes) -> NotificationResponse:
+    """The PayloadReader's reading, field by field: the specification."""
+    reader = PayloadReader(payload, "NotificationResponse")
+    pid = reader.int32()
+    channel = reader.cstring()
+    text = reader.cstring()
+    reader.expect_end()
+    return NotificationResponse(pid, channel, text)
+
+
+def _outcome(decode: Callable[[bytes], object], payload: bytes) -> tuple[str, object]:
+    try:
+        return "value", decode(payload)
+    except PgasyncError as error:
+        return "error", (error.postgres_error_code, str(error))
+
+
+_notification_payloads = st.one_of(
+    st.binary(max_size=24),
+    st.builds(
+        lambda pid, channel, text, tail: (
+            pid.to_bytes(4, "big", signed=True) + channel + b"\0" + text + tail
+        ),
+        st.integers(-(2**31), 2**31 - 1),
+        st.binary(max_size=8) | st.text(max_size=6).map(str.encode),
+        st.binary(max_size=8) | st.text(max_size=6).map(str.encode),
+        st.sampled_from([b"\0", b"", b"\0\0", b"\0x"]),
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(payload=_notification_payloads)
+def test_notification_decode_is_the_readers(payload: bytes) -> None:
+    assert _outcome(NotificationResponse.decode, payload) == _outcome(
+        _notification_by_reader, payload
+    )

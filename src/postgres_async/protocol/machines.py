@@ -158,6 +158,17 @@ _ROW_DESCRIPTIONS: dict[bytes, RowsStart] = {}
 _ROW_DESCRIPTIONS_MAX = 512
 
 
+def _plain_tag(payload: bytes) -> str | None:
+    """A CommandComplete payload's tag when it is well-formed (one NUL, at the end,
+    valid UTF-8); None sends the frame to the full decoder, which reports the rest."""
+    if not payload or payload.find(b"\0") != len(payload) - 1:
+        return None
+    try:
+        return payload[:-1].decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def _describe(payload: bytes) -> RowsStart:
     """A RowDescription payload, decoded once per distinct payload."""
     event = _ROW_DESCRIPTIONS.get(payload)
@@ -278,14 +289,9 @@ class QueryConversation:
                 self.phase = QueryPhase.DESCRIBING
                 return None
         elif type_code == _COMMAND_COMPLETE:
-            if (phase is QueryPhase.ROWS or phase is QueryPhase.EXECUTING) and payload.find(
-                b"\0"
-            ) == len(payload) - 1:
-                try:
-                    tag = payload[:-1].decode()
-                except UnicodeDecodeError:
-                    pass  # the full decoder reports it
-                else:
+            if phase is QueryPhase.ROWS or phase is QueryPhase.EXECUTING:
+                tag = _plain_tag(payload)
+                if tag is not None:
                     self.phase = QueryPhase.AWAIT_READY
                     return Completed(tag)
         elif type_code == _READY:
@@ -429,6 +435,20 @@ class SimpleQueryConversation:
         return None
 
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
+        """``handle`` for a raw frame; the replies every statement gets without
+        building message objects, as ``QueryConversation.handle_frame`` does."""
+        phase = self.phase
+        if type_code == _COMMAND_COMPLETE:
+            if phase is QueryPhase.EXECUTING or phase is QueryPhase.ROWS:
+                tag = _plain_tag(payload)
+                if tag is not None:
+                    self.phase = QueryPhase.EXECUTING
+                    return Completed(tag)
+        elif type_code == _READY and phase is QueryPhase.EXECUTING:
+            status = _READY_STATUS.get(payload)
+            if status is not None:
+                self.phase = QueryPhase.DONE
+                return Ready(status)
         return self.handle(decode_backend(type_code, payload))
 
     def handle(self, message: BackendMessage) -> QueryEvent | None:

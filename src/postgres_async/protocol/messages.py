@@ -614,6 +614,18 @@ class NotificationResponse(BackendMessage):
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
+        # Every notification comes through here: the well-formed case without a
+        # PayloadReader, anything else through it (it names what is wrong).
+        first_nul = payload.find(0, 4)
+        if first_nul >= 0 and payload.find(0, first_nul + 1) == len(payload) - 1:
+            try:
+                return cls(
+                    int.from_bytes(payload[:4], "big", signed=True),
+                    payload[4:first_nul].decode(),
+                    payload[first_nul + 1 : -1].decode(),
+                )
+            except UnicodeDecodeError:
+                pass
         reader = PayloadReader(payload, cls.NAME)
         pid = reader.int32()
         channel = reader.cstring()
