@@ -57,7 +57,7 @@ CLIENTS: dict[str, tuple[str, ...]] = {
         "asyncpg+lock",
         "psycopg+lock",
     ),
-    "notify": ("postgres_async", "asyncpg", "psycopg+notifies"),
+    "notify": ("postgres_async", "postgres_async+simple", "asyncpg", "psycopg+notifies"),
 }
 
 Json = dict[str, Any]
@@ -478,8 +478,15 @@ async def run_notify(target: Target, library: str, variant: str, args: argparse.
         if library == "postgres_async":
             await listener.listen_to_notifications(NOTIFY_CHANNEL, lambda _pid, _p: arrived())
 
-            async def send(i: int) -> None:
-                await sender.query_expect_no_data(f"NOTIFY {NOTIFY_CHANNEL}, '{i}'")
+            if "simple" in variant_flags(variant):
+
+                async def send(i: int) -> None:
+                    await sender.simple_query(f"NOTIFY {NOTIFY_CHANNEL}, '{i}'")
+
+            else:
+
+                async def send(i: int) -> None:
+                    await sender.query_expect_no_data(f"NOTIFY {NOTIFY_CHANNEL}, '{i}'")
 
         elif library == "asyncpg":
             await listener.add_listener(NOTIFY_CHANNEL, lambda *_: arrived())
