@@ -26,6 +26,9 @@ CLIENT_NOTES = {
     "unnamed statement, as API.md specifies",
     "postgres_async+cache+lock": "postgres_async+cache+lock: postgres_async+lock with the "
     "statement cache",
+    "postgres_async+simple": "postgres_async+simple: workload 6 with the sender's NOTIFY "
+    "sent by `simple_query` (one Query message, as asyncpg's `execute` without arguments "
+    "sends it) instead of `query_expect_no_data` (Parse, Bind, Describe, Execute, Sync)",
     "asyncpg": "asyncpg: `fetchval` (prepared statement cache), `copy_records_to_table` "
     "(binary COPY), `add_listener`",
     "asyncpg+cursor": "asyncpg+cursor: `async for r in conn.cursor(sql)` inside a transaction "
@@ -408,6 +411,7 @@ def chart(path: Path, benches: list[Bench], summary: Summary, meta: Json) -> Non
         "postgres_async+lock": "#a9c4ec",
         "postgres_async+cache": "#0b3d8c",
         "postgres_async+cache+lock": "#7fa3d9",
+        "postgres_async+simple": "#0b3d8c",
         "asyncpg+cursor": "#3a9a3a",
         "asyncpg+fetch": "#3a9a3a",
         "psycopg": "#e08a1e",
