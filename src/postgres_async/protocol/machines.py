@@ -47,7 +47,6 @@ _NO_DATA = ord("n")
 _COMMAND_COMPLETE = ord("C")
 _READY = ord("Z")
 _ROW_DESCRIPTION = ord("T")
-_CLOSE_COMPLETE = ord("3")
 _BIND_COMPLETE_MESSAGE = b"2\0\0\0\x04"
 _PARSE_BIND_COMPLETE = b"1\0\0\0\x04" + _BIND_COMPLETE_MESSAGE
 _READY_STATUS = {s.value.encode("ascii"): s for s in TransactionStatus}
