@@ -40,6 +40,7 @@ from .messages import (
     TransactionStatus,
     decode_backend,
 )
+from .reply import command_tag
 
 _PARSE_COMPLETE = ord("1")
 _BIND_COMPLETE = ord("2")
@@ -155,17 +156,6 @@ class LoginConversation:
 # the very same bytes, and the decoded form is immutable, so one copy serves all.
 _ROW_DESCRIPTIONS: dict[bytes, RowsStart] = {}
 _ROW_DESCRIPTIONS_MAX = 512
-
-
-def _plain_tag(payload: bytes) -> str | None:
-    """A CommandComplete payload's tag when it is well-formed (one NUL, at the end,
-    valid UTF-8); None sends the frame to the full decoder, which reports the rest."""
-    if not payload or payload.find(b"\0") != len(payload) - 1:
-        return None
-    try:
-        return payload[:-1].decode()
-    except UnicodeDecodeError:
-        return None
 
 
 def _describe(payload: bytes) -> RowsStart:
@@ -289,7 +279,7 @@ class QueryConversation:
                 return None
         elif type_code == _COMMAND_COMPLETE:
             if phase is QueryPhase.ROWS or phase is QueryPhase.EXECUTING:
-                tag = _plain_tag(payload)
+                tag = command_tag(payload)
                 if tag is not None:
                     self.phase = QueryPhase.AWAIT_READY
                     return Completed(tag)
@@ -439,7 +429,7 @@ class SimpleQueryConversation:
         phase = self.phase
         if type_code == _COMMAND_COMPLETE:
             if phase is QueryPhase.EXECUTING or phase is QueryPhase.ROWS:
-                tag = _plain_tag(payload)
+                tag = command_tag(payload)
                 if tag is not None:
                     self.phase = QueryPhase.EXECUTING
                     return Completed(tag)

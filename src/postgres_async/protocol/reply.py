@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["COMMAND_COMPLETE_LIMIT", "Reply", "scan_reply"]
+__all__ = ["COMMAND_COMPLETE_LIMIT", "Reply", "command_tag", "scan_reply"]
 
 _INT16 = struct.Struct("!h")
 _UINT16 = struct.Struct("!H")
@@ -105,7 +105,7 @@ def scan_reply(
     # The length field (payload + 4) is at least 5: the tag's NUL is always there.
     if not 5 <= end - start + 4 <= COMMAND_COMPLETE_LIMIT:
         return None
-    tag = _command_tag(bytes(data[start:end]))
+    tag = command_tag(bytes(data[start:end]))
     if tag is None:
         return None
 
@@ -192,8 +192,9 @@ def _data_row(
     return tuple(values)
 
 
-def _command_tag(payload: bytes) -> str | None:
-    """The tag of a CommandComplete payload: UTF-8 with one NUL, at its end."""
+def command_tag(payload: bytes) -> str | None:
+    """The tag of a CommandComplete payload: UTF-8 with one NUL, at its end; None for
+    anything else (the full decoder then reports what is wrong)."""
     if not payload or payload.find(b"\0") != len(payload) - 1:
         return None
     try:
