@@ -567,44 +567,22 @@ def _parse_timeout(value: object, source: str) -> float | None:
     return timeout
 
 
-def _parse_statement_cache_size(value: object, source: str) -> int:
+def _parse_bounded_int(value: object, source: str, name: str, low: int, high: int) -> int:
+    """An int setting given as an int or a decimal string, within [low, high]."""
     if isinstance(value, bool):
         raise TypeError(f"{source} must be an int, not bool")
     if isinstance(value, int):
-        size = value
+        number = value
     elif isinstance(value, str):
         text = value.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 12:
-            raise ValueError(f"invalid statement_cache_size {value[:64]!r} (from {source})")
-        size = int(text)
+            raise ValueError(f"invalid {name} {value[:64]!r} (from {source})")
+        number = int(text)
     else:
         raise TypeError(f"{source} must be an int, not {type(value).__name__}")
-    if not 0 <= size <= MAX_STATEMENT_CACHE_SIZE:
-        raise ValueError(
-            f"invalid statement_cache_size {size} (from {source}): it must lie in "
-            f"[0, {MAX_STATEMENT_CACHE_SIZE}]"
-        )
-    return size
-
-
-def _parse_max_message_length(value: object, source: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{source} must be an int, not bool")
-    if isinstance(value, int):
-        length = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 12:
-            raise ValueError(f"invalid max_message_length {value[:64]!r} (from {source})")
-        length = int(text)
-    else:
-        raise TypeError(f"{source} must be an int, not {type(value).__name__}")
-    if not MIN_MAX_MESSAGE_LENGTH <= length <= MAX_MAX_MESSAGE_LENGTH:
-        raise ValueError(
-            f"invalid max_message_length {length} (from {source}): it must lie in "
-            f"[{MIN_MAX_MESSAGE_LENGTH}, {MAX_MAX_MESSAGE_LENGTH}]"
-        )
-    return length
+    if not low <= number <= high:
+        raise ValueError(f"invalid {name} {number} (from {source}): it must lie in [{low}, {high}]")
+    return number
 
 
 def _parse_server(server: object) -> tuple[str, int | None]:
@@ -980,14 +958,26 @@ def resolve_config(
     length = (
         DEFAULT_MAX_MESSAGE_LENGTH
         if length_found is None
-        else _parse_max_message_length(length_found.value, length_found.source)
+        else _parse_bounded_int(
+            length_found.value,
+            length_found.source,
+            "max_message_length",
+            MIN_MAX_MESSAGE_LENGTH,
+            MAX_MAX_MESSAGE_LENGTH,
+        )
     )
 
     cache_found = sources.get("statement_cache_size")
     cache_size = (
         0
         if cache_found is None
-        else _parse_statement_cache_size(cache_found.value, cache_found.source)
+        else _parse_bounded_int(
+            cache_found.value,
+            cache_found.source,
+            "statement_cache_size",
+            0,
+            MAX_STATEMENT_CACHE_SIZE,
+        )
     )
 
     gssenc = sources.get_str("gssencmode")
