@@ -9,6 +9,8 @@ simple query protocol, which never uses the cache, so observing changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,6 +38,16 @@ async def _prepared(conn: pg.Connection) -> dict[str, str]:
 
     await conn.simple_query("SELECT name, statement FROM pg_prepared_statements", handle_row=row)
     return found
+
+
+@contextlib.asynccontextmanager
+async def _table(conn: pg.Connection, name: str) -> AsyncIterator[None]:
+    """A table ``name (a int)`` for the block, dropped after it."""
+    await conn.query_expect_no_data(f"CREATE TABLE {name} (a int)")
+    try:
+        yield
+    finally:
+        await conn.query_expect_no_data(f"DROP TABLE {name}")
 
 
 async def _cached(server_kwargs: dict[str, Any], size: int = 8) -> pg.Connection:
@@ -137,51 +149,42 @@ async def test_a_bind_error_keeps_the_statement(server_kwargs: dict[str, Any]) -
 async def test_a_schema_change_is_retried_outside_a_transaction(
     server_kwargs: dict[str, Any], other_conn: pg.Connection
 ) -> None:
-    async with await _cached(server_kwargs) as conn:
-        await conn.query_expect_no_data("CREATE TABLE cache_alter (a int)")
-        try:
-            await conn.query_expect_no_data("INSERT INTO cache_alter VALUES (1)")
-            sql = "SELECT * FROM cache_alter"
-            assert await _rows(conn, sql) == [("1",)]
-            old_name = (await _prepared(conn))[sql]
-            await other_conn.query_expect_no_data(
-                "ALTER TABLE cache_alter ADD COLUMN b text DEFAULT 'x'"
-            )
-            names: list[tuple[str | None, ...]] = []
-            await conn.query(sql, handle_row=lambda n, v: names.append((*n, *v)))
-            assert names == [("a", "b", "1", "x")]
-            # The retry ran on the unnamed statement; the next use prepares it afresh,
-            # closing the stale one.
-            assert await _rows(conn, sql) == [("1", "x")]
-            prepared = await _prepared(conn)
-            assert old_name not in prepared.values()
-            assert sql in prepared
-        finally:
-            await conn.query_expect_no_data("DROP TABLE cache_alter")
+    async with await _cached(server_kwargs) as conn, _table(conn, "cache_alter"):
+        await conn.query_expect_no_data("INSERT INTO cache_alter VALUES (1)")
+        sql = "SELECT * FROM cache_alter"
+        assert await _rows(conn, sql) == [("1",)]
+        old_name = (await _prepared(conn))[sql]
+        await other_conn.query_expect_no_data(
+            "ALTER TABLE cache_alter ADD COLUMN b text DEFAULT 'x'"
+        )
+        names: list[tuple[str | None, ...]] = []
+        await conn.query(sql, handle_row=lambda n, v: names.append((*n, *v)))
+        assert names == [("a", "b", "1", "x")]
+        # The retry ran on the unnamed statement; the next use prepares it afresh,
+        # closing the stale one.
+        assert await _rows(conn, sql) == [("1", "x")]
+        prepared = await _prepared(conn)
+        assert old_name not in prepared.values()
+        assert sql in prepared
 
 
 async def test_a_schema_change_in_a_transaction_raises_0A000(
     server_kwargs: dict[str, Any], other_conn: pg.Connection
 ) -> None:
-    async with await _cached(server_kwargs) as conn:
-        await conn.query_expect_no_data("CREATE TABLE cache_alter_tx (a int)")
-        try:
-            sql = "SELECT * FROM cache_alter_tx"
-            assert await _rows(conn, sql) == []
-            await other_conn.query_expect_no_data("ALTER TABLE cache_alter_tx ADD COLUMN b int")
-            await conn.query_expect_no_data("BEGIN")
-            with pytest.raises(pg.PgasyncError) as info:
-                await _rows(conn, sql)
-            # The transaction has failed: retrying would hide that from the caller.
-            assert info.value.postgres_error_code == "0A000"
-            assert info.value.postgres_field(pg.PostgresField.ROUTINE) == ("RevalidateCachedQuery")
-            await conn.query_expect_no_data("ROLLBACK")
-            assert conn.status == pg.Open()
-            names: list[tuple[str, ...]] = []
-            await conn.query(sql, handle_row=lambda n, _v: names.append(n))
-            assert await _rows(conn, "SELECT 1") == [("1",)]
-        finally:
-            await conn.query_expect_no_data("DROP TABLE cache_alter_tx")
+    async with await _cached(server_kwargs) as conn, _table(conn, "cache_alter_tx"):
+        sql = "SELECT * FROM cache_alter_tx"
+        assert await _rows(conn, sql) == []
+        await other_conn.query_expect_no_data("ALTER TABLE cache_alter_tx ADD COLUMN b int")
+        await conn.query_expect_no_data("BEGIN")
+        with pytest.raises(pg.PgasyncError) as info:
+            await _rows(conn, sql)
+        # The transaction has failed: retrying would hide that from the caller.
+        assert info.value.postgres_error_code == "0A000"
+        assert info.value.postgres_field(pg.PostgresField.ROUTINE) == "RevalidateCachedQuery"
+        await conn.query_expect_no_data("ROLLBACK")
+        assert conn.status == pg.Open()
+        await _rows(conn, sql)
+        assert await _rows(conn, "SELECT 1") == [("1",)]
 
 
 @pytest.mark.parametrize("statement", ["DEALLOCATE ALL", "DISCARD ALL"])
@@ -214,29 +217,25 @@ async def test_pipelined_queries_behind_a_stale_statement_are_not_overtaken(
 ) -> None:
     # A retry would run after the queries pipelined behind it, so then the caller gets
     # the 0A000 instead; every query either succeeds or reports it, in order.
-    async with await _cached(server_kwargs) as conn:
-        await conn.query_expect_no_data("CREATE TABLE cache_pipeline (a int)")
-        try:
-            sql = "SELECT * FROM cache_pipeline"
-            assert await _rows(conn, sql) == []
-            await other_conn.query_expect_no_data("ALTER TABLE cache_pipeline ADD COLUMN b int")
-            inserted = "INSERT INTO cache_pipeline VALUES (1, 2)"
-            outcomes = await asyncio.gather(
-                _rows(conn, sql),
-                conn.query_expect_no_data(inserted),
-                _rows(conn, sql),
-                return_exceptions=True,
-            )
-            first, insert, last = outcomes
-            assert isinstance(first, pg.PgasyncError)
-            assert first.postgres_error_code == "0A000"
-            assert insert == pg.CommandComplete("INSERT", 1)
-            # The last one ran after the INSERT either way (retried alone, or already
-            # bound to a fresh statement).
-            assert last == [("1", "2")]
-            assert await _rows(conn, sql) == [("1", "2")]
-        finally:
-            await conn.query_expect_no_data("DROP TABLE cache_pipeline")
+    async with await _cached(server_kwargs) as conn, _table(conn, "cache_pipeline"):
+        sql = "SELECT * FROM cache_pipeline"
+        assert await _rows(conn, sql) == []
+        await other_conn.query_expect_no_data("ALTER TABLE cache_pipeline ADD COLUMN b int")
+        inserted = "INSERT INTO cache_pipeline VALUES (1, 2)"
+        outcomes = await asyncio.gather(
+            _rows(conn, sql),
+            conn.query_expect_no_data(inserted),
+            _rows(conn, sql),
+            return_exceptions=True,
+        )
+        first, insert, last = outcomes
+        assert isinstance(first, pg.PgasyncError)
+        assert first.postgres_error_code == "0A000"
+        assert insert == pg.CommandComplete("INSERT", 1)
+        # The last one ran after the INSERT either way (retried alone, or already
+        # bound to a fresh statement).
+        assert last == [("1", "2")]
+        assert await _rows(conn, sql) == [("1", "2")]
 
 
 async def test_a_query_cancelled_before_it_was_sent_leaves_no_statement(
