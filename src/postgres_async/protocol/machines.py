@@ -51,7 +51,7 @@ _ROW_DESCRIPTION = ord("T")
 _BIND_COMPLETE_MESSAGE = b"2\0\0\0\x04"
 _PARSE_BIND_COMPLETE = b"1\0\0\0\x04" + _BIND_COMPLETE_MESSAGE
 _READY_STATUS = {s.value.encode("ascii"): s for s in TransactionStatus}
-_STATUS_BY_BYTE = {ord(s.value): s for s in TransactionStatus}
+TRANSACTION_STATUS_BY_BYTE = {ord(s.value): s for s in TransactionStatus}
 
 
 # ------------------------------------------------------------------------------ events
@@ -158,7 +158,7 @@ _ROW_DESCRIPTIONS: dict[bytes, RowsStart] = {}
 _ROW_DESCRIPTIONS_MAX = 512
 
 
-def _describe(payload: bytes) -> RowsStart:
+def describe_rows(payload: bytes) -> RowsStart:
     """A RowDescription payload, decoded once per distinct payload."""
     event = _ROW_DESCRIPTIONS.get(payload)
     if event is None:
@@ -257,11 +257,11 @@ class QueryConversation:
         description, rows, tag, status = found
         columns = None
         if description is not None:
-            columns = _describe(description)
+            columns = describe_rows(description)
             self.columns = columns.columns
         self.parse_owed = False
         self.phase = QueryPhase.DONE
-        return columns, rows, tag, _STATUS_BY_BYTE[status]
+        return columns, rows, tag, TRANSACTION_STATUS_BY_BYTE[status]
 
     def handle_frame(self, type_code: int, payload: bytes) -> QueryEvent | None:
         """``handle`` for a raw frame, with the replies every query gets taken without
@@ -293,7 +293,7 @@ class QueryConversation:
             self.phase = QueryPhase.EXECUTING
             return None
         elif type_code == _ROW_DESCRIPTION and phase is QueryPhase.DESCRIBING:
-            event = _describe(payload)
+            event = describe_rows(payload)
             self.columns = event.columns
             self.phase = QueryPhase.ROWS
             return event
