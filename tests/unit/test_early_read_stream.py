@@ -1,0 +1,164 @@
+"""``Stream.read_early`` on a loopback TCP pair, under asyncio and uvloop: what it does
+with data, the end of the stream, a reset, a paused or closed transport.
+
+No PostgreSQL here: these are the socket's own events, which a server cannot be asked
+to produce on cue (a reset in particular).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvloop
+
+from postgres_async._transport import stream as stream_module
+from postgres_async._transport.stream import Stream
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        yield runner.run
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.arrivals = 0
+        self.lost: list[BaseException | None] = []
+
+    def data_arrived(self) -> None:
+        self.arrivals += 1
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+@asynccontextmanager
+async def stream_pair() -> AsyncIterator[tuple[Stream, socket.socket, Listener]]:
+    """A Stream with early reads on, connected to a plain socket we hold (the peer)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        loop = asyncio.get_running_loop()
+        _, stream = await loop.create_connection(lambda: Stream(1 << 20), *server.getsockname())
+        peer, _ = server.accept()
+    finally:
+        server.close()
+    listener = Listener()
+    stream.listener = listener
+    stream.enable_early_reads()
+    try:
+        yield stream, peer, listener
+    finally:
+        peer.close()
+        stream.abort()
+        await asyncio.wait_for(asyncio.shield(stream.closed), 5)
+
+
+def wait_readable(stream: Stream) -> None:
+    assert stream.transport is not None
+    fd = stream.transport.get_extra_info("socket").fileno()
+    assert select.select([fd], [], [], 5.0)[0], "the peer's bytes never arrived"
+
+
+def test_data_already_there_is_taken_at_once(run: Run) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, peer, listener):
+            peer.sendall(b"Z\x00\x00\x00\x05I")
+            wait_readable(stream)
+            assert stream.read_early() is True
+            assert listener.arrivals == 1
+            assert stream.buffer.next_frame() == (ord("Z"), b"I")
+            assert stream.read_early() is False  # nothing there: a miss
+            # The hit earned 1, the miss cost EARLY_MISS_COST: that many requests less
+            # one go without a read, even with data waiting (the transport delivers it).
+            peer.sendall(b"Z\x00\x00\x00\x05T")
+            wait_readable(stream)
+            for _ in range(stream_module.EARLY_MISS_COST - 1):
+                assert stream.read_early() is False
+            assert listener.arrivals == 1
+            assert stream.read_early() is True
+            assert stream.buffer.next_frame() == (ord("Z"), b"T")
+
+    run(body())
+
+
+def test_end_of_stream_is_left_to_the_transport(run: Run) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, peer, listener):
+            peer.shutdown(socket.SHUT_WR)
+            wait_readable(stream)
+            assert stream.read_early() is False
+            await asyncio.wait_for(asyncio.shield(stream.closed), 5)
+            assert stream.eof
+            assert listener.lost == [None]
+
+    run(body())
+
+
+def test_a_reset_read_early_is_what_the_connection_is_lost_with(run: Run) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, peer, listener):
+            # Linger 0: closing sends RST rather than FIN.
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+            wait_readable(stream)
+            assert stream.read_early() is False
+            await asyncio.wait_for(asyncio.shield(stream.closed), 5)
+            assert len(listener.lost) == 1
+            assert isinstance(listener.lost[0], ConnectionResetError)
+
+    run(body())
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The descriptors of every early read; each finds nothing."""
+    made: list[int] = []
+
+    def spy(fd: int, size: int) -> bytes:
+        made.append(fd)
+        raise BlockingIOError
+
+    monkeypatch.setattr(stream_module, "_read", spy)
+    return made
+
+
+def test_no_read_while_paused_or_after_close(run: Run, calls: list[int]) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, _peer, _listener):
+            stream.pause_reading()
+            assert stream.read_early() is False
+            assert calls == []
+            stream.resume_reading()
+            assert stream.read_early() is False
+            assert len(calls) == 1
+            stream._early_credit = 0  # as if the miss were long repaid
+            stream.close()
+            # The descriptor may already be another socket's: never read it again.
+            assert stream.read_early() is False
+            assert len(calls) == 1
+
+    run(body())
+
+
+def test_no_read_once_the_transport_closes_by_itself(run: Run, calls: list[int]) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, _peer, _listener):
+            assert stream.transport is not None
+            # As after a write error: the transport closes before the Stream hears of
+            # it, and uvloop has already closed the descriptor.
+            stream.transport.abort()
+            assert stream.read_early() is False
+            assert calls == []
+
+    run(body())
