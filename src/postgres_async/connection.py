@@ -67,6 +67,7 @@ from .config import ConnectConfig, resolve_config
 from .errors import PgasyncError, client_error
 from .protocol import messages as m
 from .protocol.machines import (
+    TRANSACTION_STATUS_BY_BYTE,
     AuthRequested,
     Completed,
     CopyInStart,
@@ -82,6 +83,7 @@ from .protocol.machines import (
     RowsStart,
     ServerError,
     SimpleQueryConversation,
+    describe_rows,
 )
 from .protocol.messages import ColumnMetadata, TransactionStatus
 
@@ -222,6 +224,13 @@ class _Statement:
         self.ready = False
 
 
+# Operations completed by an early read since a caller last waited for the loop (all
+# connections of the process together; see Connection._early_read_allowed).
+_EARLY_STREAK_LIMIT = 32
+_EARLY_HOLD = 64
+_early_streak = 0
+
+
 class _Operation:
     """One extended-query exchange, from its first message to its ReadyForQuery.
 
@@ -334,6 +343,7 @@ class Connection:
         self._closes_owed: list[bytes] = []
         self._statements_named = 0
         self._tx_status = TransactionStatus.IDLE
+        self._early_reads_held = 0
         self.runtime_parameters: dict[str, str] = {}
         key = login.backend_key
         self.backend_pid: int | None = key[0] if key else None
@@ -613,11 +623,7 @@ class Connection:
         self._finish(op)
 
     def _completed(self, op: _Operation, tag: str) -> None:
-        command = _COMMAND_TAGS.get(tag)
-        if command is None:
-            command = CommandComplete.parse(tag)
-            if len(_COMMAND_TAGS) < 4096:
-                _COMMAND_TAGS[tag] = command
+        command = _COMMAND_TAGS.get(tag) or _command_complete(tag)
         op.command = command
         mode = op.mode
         if mode == _Mode.QUERY:
@@ -974,6 +980,7 @@ class Connection:
             error.tag_query(op.sql, op.parameters)
             raise error
         if self._inflight or self._waiting or self._cancel_in_flight is not None:
+            self._early_reads_held = _EARLY_HOLD  # see _early_read_allowed
             self._waiting.append(op)
             self._send_next()
         else:
@@ -982,6 +989,36 @@ class Connection:
             op.tx_before = self._tx_status
             self._inflight.append(op)
             self._write(op.wire)
+            self._read_reply_early(op)
+
+    def _read_reply_early(self, op: _Operation) -> None:
+        """Take ``op``'s reply now if the socket already has it (see Stream.read_early),
+        so that awaiting it needs no trip through the event loop."""
+        global _early_streak
+        if self._early_read_allowed() and self._stream.read_early() and op.future.done():
+            _early_streak += 1
+            return
+        _early_streak = 0
+
+    def _early_read_allowed(self) -> bool:
+        """Whether the operation just written may look for its reply at once.
+
+        An operation completed that way returns to its caller without yielding. After
+        _EARLY_STREAK_LIMIT of those in a row (on any connection) the next one is left
+        to the loop, so a task running queries back to back still lets other tasks,
+        timers and timeouts run. An operation that had to queue behind another holds
+        early reads off for the next _EARLY_HOLD operations written at once: tasks
+        sharing the connection are better served by pipelining than by one task's
+        early reads, which would run its queries back to back.
+        """
+        global _early_streak
+        if self._early_reads_held:
+            self._early_reads_held -= 1
+            return False
+        if _early_streak >= _EARLY_STREAK_LIMIT:
+            _early_streak = 0
+            return False
+        return True
 
     def _abandon(self, op: _Operation) -> None:
         """The caller was cancelled: forget the operation, or cancel it on the server."""
@@ -1022,18 +1059,130 @@ class Connection:
         pushback: Pushback | None = None,
     ) -> CommandComplete:
         """Run one statement, giving each row to ``handle_row(column_names, values)``."""
-        op = self._prepare(_Mode.QUERY, sql, parameters)
-        op.handle_row = handle_row
-        op.handle_columns = handle_columns
-        op.pushback = pushback
+        op = None
+        if (
+            pushback is None
+            and not self._inflight
+            and not self._waiting
+            and self._cancel_in_flight is None
+            and type(self._status) is Open
+        ):
+            done = self._query_at_once(sql, parameters, handle_row, handle_columns)
+            if isinstance(done, CommandComplete):
+                return done
+            op = done
+        if op is None:
+            op = self._prepare(_Mode.QUERY, sql, parameters)
+            op.handle_row = handle_row
+            op.handle_columns = handle_columns
+            op.pushback = pushback
+            self._submit(op)
         # _run inlined: one coroutine less per query.
-        self._submit(op)
         try:
             result: CommandComplete = await op.future
         except asyncio.CancelledError:
             self._abandon(op)
             raise
         return result
+
+    def _query_at_once(
+        self,
+        sql: str,
+        parameters: Sequence[object] | None,
+        handle_row: HandleRow,
+        handle_columns: HandleColumns | None,
+    ) -> CommandComplete | _Operation | None:
+        """``query`` on an idle connection, for a statement already Parsed into the
+        cache (or, without the cache, one whose Parse was built before): write it, and
+        if its whole ordinary reply is already in the socket, deliver it here and return
+        the result, with no _Operation, no future and no trip through the loop. If the
+        reply is not all there, the operation is built and left in flight (returned, to
+        be awaited); None: nothing was sent, ``query`` takes its usual way.
+
+        The effects are those of ``_ordinary_reply`` for a QUERY operation: the columns,
+        then the rows (the first exception of a callback is kept, and later callbacks
+        skipped), the transaction status, then the result or that exception.
+        """
+        global _early_streak
+        statement = None
+        if self._statement_cache_size:
+            statement = self._statements.get(sql)
+            if statement is None or not statement.ready or self._closes_owed:
+                return None
+            values, wire = self._encode_query(b"", statement.name, parameters)
+            statements = self._statements
+            del statements[sql]  # most recently used last
+            statements[sql] = statement
+        else:
+            cached = self._parse_cache.get(sql)
+            if cached is None or not cached[1]:
+                return None  # a first use, or a statement that may start a COPY
+            values, wire = self._encode_query(cached[0], b"", parameters)
+        self._write(wire)
+        data = None
+        if type(self._status) is Open and self._early_read_allowed():
+            data = self._stream.take_early()
+        buffer = self._buffer
+        if data is not None:
+            buffer.feed(data)
+            found = buffer.take_ordinary_reply(ROW_BATCH, statement is None)
+            if found is not None:
+                _early_streak += 1
+                return self._deliver_at_once(found, handle_row, handle_columns)
+        op = _Operation(
+            _Mode.QUERY, sql, values, wire, self._loop.create_future(), statement is None
+        )
+        op.pipelinable = True
+        op.statement = statement
+        op.handle_row = handle_row
+        op.handle_columns = handle_columns
+        op.sent = True
+        op.tx_before = self._tx_status
+        status = self._status
+        if type(status) is Failed:
+            op.set_error(status.error)  # the write failed: as _fail would have told it
+            self._settle(op)
+            return op
+        self._inflight.append(op)
+        if data is not None:
+            self._pump()  # not the ordinary reply (or not all of it): message by message
+        if data is not None and op.future.done():
+            _early_streak += 1
+        else:
+            _early_streak = 0
+        return op
+
+    def _deliver_at_once(
+        self,
+        found: tuple[bytes | None, list[tuple[str | None, ...]], str, int],
+        handle_row: HandleRow,
+        handle_columns: HandleColumns | None,
+    ) -> CommandComplete:
+        """The ordinary reply ``found`` (see ``ReceiveBuffer.take_ordinary_reply``) of
+        a query that never needed an _Operation (see ``_query_at_once``)."""
+        description, rows, tag, status = found
+        self._tx_status = TRANSACTION_STATUS_BY_BYTE[status]
+        problem: Exception | None = None
+        if description is not None:
+            columns = describe_rows(description)
+            if handle_columns is not None:
+                try:
+                    handle_columns(columns.columns)
+                except Exception as exc:
+                    problem = exc
+            if rows and problem is None:
+                names = columns.names
+                try:
+                    for row in rows:
+                        handle_row(names, row)
+                except Exception as exc:
+                    problem = exc
+        command = _COMMAND_TAGS.get(tag) or _command_complete(tag)
+        if self._buffer:
+            self._pump()  # what came after the reply: a notification, say
+        if problem is not None:
+            raise problem
+        return command
 
     async def query_expect_no_data(
         self, sql: str, parameters: Sequence[object] | None = None
@@ -1487,6 +1636,14 @@ async def _wait_either(awaitable: Awaitable[Any], stop: asyncio.Future[None]) ->
     future.result()
 
 
+def _command_complete(tag: str) -> CommandComplete:
+    """The result for a CommandComplete tag, remembered: most tags recur."""
+    command = CommandComplete.parse(tag)
+    if len(_COMMAND_TAGS) < 4096:
+        _COMMAND_TAGS[tag] = command
+    return command
+
+
 def _hit_by_our_cancel(op: _Operation, event: ServerError) -> bool:
     """Whether ``event`` is a stray CancelRequest of ours that can be undone by
     running ``op`` again: it failed with query_canceled at user request, before any
@@ -1682,6 +1839,7 @@ async def _connect(config: ConnectConfig, phase: list[str]) -> Connection:
         # Weakly: an open socket must not keep a forgotten Connection alive, or its
         # ResourceWarning (and the socket's release) would never come.
         stream.listener = _WeakListener(conn)
+        stream.enable_early_reads()
         if stream.eof:
             conn.connection_lost(stream.lost_exc)
         else:
