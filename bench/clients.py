@@ -329,11 +329,13 @@ async def run_shared(target: Target, library: str, variant: str, args: argparse.
     conn = await target.connect(library, variant)
     try:
         lock = asyncio.Lock() if "lock" in variant_flags(variant) else None
-        query = _query_fn(library, conn, lock)
+        # One query function per task: postgres_async's keeps the last value its row
+        # callback saw, which must not be another task's.
+        queries = [_query_fn(library, conn, lock) for _ in range(args.tasks)]
         for i in range(args.warmup):
-            await query(i)
+            await queries[0](i)
         start = time.perf_counter()
-        results = await asyncio.gather(*(_sequential(query, args.n) for _ in range(args.tasks)))
+        results = await asyncio.gather(*(_sequential(query, args.n) for query in queries))
         elapsed = time.perf_counter() - start
     finally:
         await _close(library, conn)
