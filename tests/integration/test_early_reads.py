@@ -166,6 +166,54 @@ def test_reads_that_find_nothing_are_mostly_skipped(
     assert never.calls == 90 // (stream_module.EARLY_MISS_COST + 1)
 
 
+class LateByOneLook:
+    """After a look that found its reply, the next request's first look finds nothing:
+    as when the server shares the CPU but the kernel has not switched to it yet. The
+    yield is where the server runs, so the second look waits for the reply."""
+
+    def __init__(self) -> None:
+        self.yields = 0
+        self.found = 0
+        self._behind = False
+
+    def read(self, fd: int, size: int) -> bytes:
+        if self._behind:
+            self._behind = False
+            raise BlockingIOError
+        select.select([fd], [], [], 5.0)
+        data = os.read(fd, size)
+        if data:
+            self.found += 1
+            self._behind = True
+        return data
+
+    def yield_cpu(self) -> None:
+        self.yields += 1
+
+
+@pytest.mark.parametrize("cache", [0, 10])
+def test_a_miss_after_hits_yields_and_takes_the_reply_on_the_second_look(
+    run: Run, server_kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch, cache: int
+) -> None:
+    spy = LateByOneLook()
+    monkeypatch.setattr(stream_module, "_read", spy.read)
+    monkeypatch.setattr(stream_module, "_yield_cpu", spy.yield_cpu)
+    monkeypatch.setattr(connection_module, "_early_streak", 0)
+
+    async def body() -> None:
+        async with pg.with_connection(**server_kwargs, statement_cache_size=cache) as conn:
+            for i in range(60):
+                rows = await fetch_rows(conn, "SELECT $1::int, repeat('y', $1::int)", [i])
+                assert rows == [(str(i), "y" * i)]
+            await assert_usable(conn)
+
+    run(body())
+    # Every look after the first hit missed once, yielded, and found its reply; only
+    # the requests the streak limit leaves to the loop make no look at all.
+    assert spy.yields >= 50
+    assert spy.found >= spy.yields
+
+
 def test_a_shared_connection_pipelines_instead_of_reading_early(
     run: Run, server_kwargs: dict[str, Any], ready: Ready
 ) -> None:

@@ -162,3 +162,80 @@ def test_no_read_once_the_transport_closes_by_itself(run: Run, calls: list[int])
             assert calls == []
 
     run(body())
+
+
+def test_a_miss_after_recent_hits_yields_the_cpu_and_looks_again(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, peer, listener):
+            yields: list[int] = []
+
+            def server_runs_meanwhile() -> None:
+                # What a server sharing the CPU does while the client yields: answer.
+                yields.append(1)
+                peer.sendall(b"Z\x00\x00\x00\x05I")
+                wait_readable(stream)
+
+            monkeypatch.setattr(stream_module, "_yield_cpu", server_runs_meanwhile)
+            stream._early_credit = 1  # a recent read found its reply
+            assert stream.read_early() is True
+            assert yields == [1]
+            assert listener.arrivals == 1
+            assert stream.buffer.next_frame() == (ord("Z"), b"I")
+            assert stream._early_credit == 2
+
+    run(body())
+
+
+def test_a_miss_that_yielded_in_vain_costs_as_any_miss(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, _peer, listener):
+            yields: list[int] = []
+            monkeypatch.setattr(stream_module, "_yield_cpu", lambda: yields.append(1))
+            stream._early_credit = 1
+            assert stream.read_early() is False
+            assert yields == [1]
+            assert stream._early_credit == 1 - stream_module.EARLY_MISS_COST
+            assert listener.arrivals == 0
+
+    run(body())
+
+
+def test_no_yield_without_credit(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where replies are not there at once (a server elsewhere), misses keep the credit
+    at zero or below: the client never gives the CPU away for them."""
+
+    async def body() -> None:
+        async with stream_pair() as (stream, _peer, _listener):
+            yields: list[int] = []
+            monkeypatch.setattr(stream_module, "_yield_cpu", lambda: yields.append(1))
+            for _ in range(3 * (stream_module.EARLY_MISS_COST + 1)):
+                assert stream.read_early() is False
+                assert stream._early_credit <= 0
+            assert yields == []
+
+    run(body())
+
+
+def test_an_error_on_the_look_after_yielding_is_kept(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        async with stream_pair() as (stream, peer, listener):
+
+            def peer_resets() -> None:
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                peer.close()
+                wait_readable(stream)
+
+            monkeypatch.setattr(stream_module, "_yield_cpu", peer_resets)
+            stream._early_credit = 1
+            assert stream.read_early() is False
+            await asyncio.wait_for(asyncio.shield(stream.closed), 5)
+            assert len(listener.lost) == 1
+            assert isinstance(listener.lost[0], ConnectionResetError)
+
+    run(body())
