@@ -6,7 +6,8 @@ to CPU 0, and measures postgres_async, asyncpg, psycopg 3 (async) and the C refe
 asyncio loop and with uvloop. Every measurement runs in a fresh process
 (``bench/clients.py`` for the Python clients), pinned to CPU 0 for latency workloads
 (1, 4, 5, 6: server and client share a CPU, so the figure is the client's own cost
-rather than cross-CPU wake-ups) and to CPU 1 for bulk workloads (2, 3). Clients are
+rather than cross-CPU wake-ups) and to CPU 1 for bulk workloads (2, 3) and for 5o,
+workload 5 again where a round trip is a real wait, which pipelining spares. Clients are
 interleaved: each round runs every client once, in an order that rotates per round.
 
 Writes ``bench/results/latest.md`` (tables, ratios, targets, machine), ``latest.png``
@@ -148,6 +149,15 @@ def make_benches(quick: bool) -> list[Bench]:
             per_task,
             tasks,
             LATENCY_CPU,
+            None,
+        ),
+        Bench(
+            "5o",
+            f"(5, other CPU) the same with the client on CPU {BULK_CPU}: a real round trip",
+            "shared",
+            per_task,
+            tasks,
+            BULK_CPU,
             None,
         ),
         Bench(
@@ -650,8 +660,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 round")
     parser.add_argument(
         "--workloads",
-        default="1,2,2s,3,4,5,6",
-        help="comma-separated keys: 1, 2, 2s (2 at the small size), 3, 4, 5, 6",
+        default="1,2,2s,3,4,5,5o,6",
+        help="comma-separated keys: 1, 2, 2s (2 at the small size), 3, 4, 5, "
+        "5o (5 with the client on the other CPU), 6",
     )
     parser.add_argument(
         "--clients",
