@@ -90,6 +90,7 @@ _DSN_KEYS: Final = frozenset(
         "target_session_attrs",
         "max_message_length",
         "statement_cache_size",
+        "early_reads",
     }
 )
 # Keywords that `**more` may carry: the ones without a named parameter, plus the libpq
@@ -171,6 +172,9 @@ class ConnectConfig:
     # Statements kept prepared on the server per connection (0: the unnamed statement
     # for every query, as API.md specifies by default).
     statement_cache_size: int = 0
+    # Whether a reply already in the socket is taken right after its request (see
+    # the README's "Early reads").
+    early_reads: bool = True
     sslrootcert: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
@@ -197,6 +201,8 @@ class ConnectConfig:
                 f"invalid statement_cache_size {self.statement_cache_size!r}: it must be an "
                 f"int in [0, {MAX_STATEMENT_CACHE_SIZE}]"
             )
+        if not isinstance(self.early_reads, bool):
+            raise ValueError(f"invalid early_reads {self.early_reads!r}: it must be a bool")
         if self.connect_timeout is not None and not (
             math.isfinite(self.connect_timeout) and self.connect_timeout > 0
         ):
@@ -585,6 +591,33 @@ def _parse_bounded_int(value: object, source: str, name: str, low: int, high: in
     return number
 
 
+_BOOL_WORDS: Final = {
+    "on": True,
+    "true": True,
+    "yes": True,
+    "1": True,
+    "off": False,
+    "false": False,
+    "no": False,
+    "0": False,
+}
+
+
+def _parse_bool(value: object, source: str, name: str) -> bool:
+    """A boolean setting given as a bool or as one of PostgreSQL's boolean words."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = _BOOL_WORDS.get(value.strip().lower())
+        if word is None:
+            raise ValueError(
+                f"invalid {name} {value[:64]!r} (from {source}): expected on/off, "
+                "true/false, yes/no or 1/0"
+            )
+        return word
+    raise TypeError(f"{source} must be a bool, not {type(value).__name__}")
+
+
 def _parse_server(server: object) -> tuple[str, int | None]:
     """`server=` as (host or socket directory, port or None)."""
     if isinstance(server, tuple):
@@ -858,6 +891,7 @@ def resolve_config(
     server_settings: Mapping[str, str] | None = None,
     max_message_length: int | None = None,
     statement_cache_size: int | None = None,
+    early_reads: bool | None = None,
     environ: Mapping[str, str] | None = None,
     passfile_home: str | os.PathLike[str] | None = None,
     **more: str | os.PathLike[str],
@@ -886,6 +920,7 @@ def resolve_config(
         "application_name": application_name,
         "max_message_length": max_message_length,
         "statement_cache_size": statement_cache_size,
+        "early_reads": early_reads,
     }
     # Error messages name the argument as the caller spelled it.
     kw_labels = {
@@ -980,6 +1015,13 @@ def resolve_config(
         )
     )
 
+    early_found = sources.get("early_reads")
+    early = (
+        True
+        if early_found is None
+        else _parse_bool(early_found.value, early_found.source, "early_reads")
+    )
+
     gssenc = sources.get_str("gssencmode")
     if gssenc is not None and gssenc[0] not in ("disable", "prefer"):
         raise ValueError(
@@ -1012,6 +1054,7 @@ def resolve_config(
         server_settings=settings,
         max_message_length=length,
         statement_cache_size=cache_size,
+        early_reads=early,
         sslrootcert=ssl_files["sslrootcert"],
         sslcert=ssl_files["sslcert"],
         sslkey=ssl_files["sslkey"],

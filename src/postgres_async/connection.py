@@ -1749,6 +1749,7 @@ async def connect(
     server_settings: Mapping[str, str] | None = None,
     max_message_length: int | None = None,
     statement_cache_size: int | None = None,
+    early_reads: bool | None = None,
     **more: Any,
 ) -> Connection:
     """Open a connection and log in.
@@ -1758,7 +1759,9 @@ async def connect(
 
     ``statement_cache_size`` (default 0, off) keeps up to that many statements prepared
     on the server, so that a repeated SQL text is Bound without being Parsed again (see
-    the README's "Statement cache").
+    the README's "Statement cache"). ``early_reads`` (default True) takes a reply that is
+    already in the socket right after its request, without a trip through the event
+    loop (see the README's "Early reads"); False leaves every reply to the loop.
     """
     config = resolve_config(
         dsn,
@@ -1775,6 +1778,7 @@ async def connect(
         server_settings=server_settings,
         max_message_length=max_message_length,
         statement_cache_size=statement_cache_size,
+        early_reads=early_reads,
         **more,
     )
     phase = ["connecting"]
@@ -1839,7 +1843,8 @@ async def _connect(config: ConnectConfig, phase: list[str]) -> Connection:
         # Weakly: an open socket must not keep a forgotten Connection alive, or its
         # ResourceWarning (and the socket's release) would never come.
         stream.listener = _WeakListener(conn)
-        stream.enable_early_reads()
+        if config.early_reads:
+            stream.enable_early_reads()
         if stream.eof:
             conn.connection_lost(stream.lost_exc)
         else:

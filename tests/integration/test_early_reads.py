@@ -214,6 +214,28 @@ def test_a_miss_after_hits_yields_and_takes_the_reply_on_the_second_look(
     assert spy.found >= spy.yields
 
 
+@pytest.mark.parametrize("how", ["keyword", "dsn"])
+def test_early_reads_can_be_turned_off(
+    run: Run, server_kwargs: dict[str, Any], ready: Ready, how: str
+) -> None:
+    async def body() -> None:
+        kwargs = dict(server_kwargs)
+        dsn = None
+        if how == "keyword":
+            kwargs["early_reads"] = False
+        else:
+            dsn = "early_reads=off"
+        async with pg.with_connection(dsn, **kwargs, statement_cache_size=10) as conn:
+            for i in range(20):
+                assert await fetch_value(conn, "SELECT $1::int", [i]) == str(i)
+        # The same server, early reads on: they are made.
+        async with pg.with_connection(**server_kwargs) as conn:
+            assert await fetch_value(conn, "SELECT 1") == "1"
+
+    run(body())
+    assert ready.calls == 1
+
+
 def test_a_shared_connection_pipelines_instead_of_reading_early(
     run: Run, server_kwargs: dict[str, Any], ready: Ready
 ) -> None:

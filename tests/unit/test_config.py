@@ -64,6 +64,7 @@ def summary(cfg: ConnectConfig) -> dict[str, object]:
         "server_settings": dict(cfg.server_settings),
         "max_message_length": cfg.max_message_length,
         "statement_cache_size": cfg.statement_cache_size,
+        "early_reads": cfg.early_reads,
     }
 
 
@@ -78,6 +79,7 @@ DEFAULTS: dict[str, object] = {
     "server_settings": {},
     "max_message_length": 2**30,
     "statement_cache_size": 0,
+    "early_reads": True,
 }
 
 
@@ -250,6 +252,13 @@ DSN_CASES: list[tuple[str, dict[str, object]]] = [
     ("statement_cache_size=0", DEFAULTS),
     ("statement_cache_size=100", expect(statement_cache_size=100)),
     ("statement_cache_size=' 1000000 '", expect(statement_cache_size=1_000_000)),
+    ("early_reads=off", expect(early_reads=False)),
+    ("early_reads=FALSE", expect(early_reads=False)),
+    ("early_reads=0", expect(early_reads=False)),
+    ("early_reads=no", expect(early_reads=False)),
+    ("early_reads=on", DEFAULTS),
+    ("early_reads=' yes '", DEFAULTS),
+    ("postgresql:///mydb?early_reads=false", expect(database="mydb", early_reads=False)),
 ]
 
 
@@ -303,6 +312,8 @@ BAD_DSNS: list[tuple[str, str]] = [
     ("max_message_length=1023", "invalid max_message_length"),
     ("max_message_length=2147483648", "invalid max_message_length"),
     ("max_message_length=lots", "invalid max_message_length"),
+    ("early_reads=maybe", "invalid early_reads 'maybe' \\(from the DSN\\)"),
+    ("early_reads=2", "invalid early_reads '2'"),
     ("statement_cache_size=-1", "invalid statement_cache_size"),
     ("statement_cache_size=1000001", "invalid statement_cache_size"),
     ("statement_cache_size=many", "invalid statement_cache_size '?many'? \\(from the DSN\\)"),
@@ -914,3 +925,17 @@ def test_statement_cache_size_keyword() -> None:
     for bad in bad_sizes:
         with pytest.raises(ValueError, match="invalid statement_cache_size"):
             dataclasses.replace(config, statement_cache_size=bad)
+
+
+def test_early_reads_keyword() -> None:
+    assert resolve(early_reads=False).early_reads is False
+    assert resolve("early_reads=off", early_reads=True).early_reads is True
+    assert resolve("early_reads=off").early_reads is False
+    with pytest.raises(TypeError, match="early_reads' must be a bool, not int"):
+        resolve(early_reads=1)
+    with pytest.raises(ValueError, match="invalid early_reads 'sometimes' \\(from keyword"):
+        resolve(early_reads="sometimes")
+    config = resolve()
+    not_a_bool: Any = 1
+    with pytest.raises(ValueError, match="invalid early_reads 1: it must be a bool"):
+        dataclasses.replace(config, early_reads=not_a_bool)
