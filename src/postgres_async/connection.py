@@ -1144,12 +1144,11 @@ class Connection:
             self._settle(op)
             return op
         self._inflight.append(op)
-        if data is not None:
-            self._pump()  # not the ordinary reply (or not all of it): message by message
-        if data is not None and op.future.done():
-            _early_streak += 1
-        else:
+        if data is None:
             _early_streak = 0
+            return op
+        self._pump()  # not the ordinary reply (or not all of it): message by message
+        _early_streak = _early_streak + 1 if op.future.done() else 0
         return op
 
     def _deliver_at_once(

@@ -70,6 +70,12 @@ def wait_readable(stream: Stream) -> None:
     assert select.select([fd], [], [], 5.0)[0], "the peer's bytes never arrived"
 
 
+def reset(peer: socket.socket) -> None:
+    """Close ``peer`` with RST rather than FIN (linger 0)."""
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+
+
 def test_data_already_there_is_taken_at_once(run: Run) -> None:
     async def body() -> None:
         async with stream_pair() as (stream, peer, listener):
@@ -108,9 +114,7 @@ def test_end_of_stream_is_left_to_the_transport(run: Run) -> None:
 def test_a_reset_read_early_is_what_the_connection_is_lost_with(run: Run) -> None:
     async def body() -> None:
         async with stream_pair() as (stream, peer, listener):
-            # Linger 0: closing sends RST rather than FIN.
-            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            peer.close()
+            reset(peer)
             wait_readable(stream)
             assert stream.read_early() is False
             await asyncio.wait_for(asyncio.shield(stream.closed), 5)
@@ -188,13 +192,17 @@ def test_a_miss_after_recent_hits_yields_the_cpu_and_looks_again(
     run(body())
 
 
-def test_a_miss_that_yielded_in_vain_costs_as_any_miss(
-    run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per time the stream gives the CPU away (which it then does not)."""
+    made: list[int] = []
+    monkeypatch.setattr(stream_module, "_yield_cpu", lambda: made.append(1))
+    return made
+
+
+def test_a_miss_that_yielded_in_vain_costs_as_any_miss(run: Run, yields: list[int]) -> None:
     async def body() -> None:
         async with stream_pair() as (stream, _peer, listener):
-            yields: list[int] = []
-            monkeypatch.setattr(stream_module, "_yield_cpu", lambda: yields.append(1))
             stream._early_credit = 1
             assert stream.read_early() is False
             assert yields == [1]
@@ -204,14 +212,12 @@ def test_a_miss_that_yielded_in_vain_costs_as_any_miss(
     run(body())
 
 
-def test_no_yield_without_credit(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_yield_without_credit(run: Run, yields: list[int]) -> None:
     """Where replies are not there at once (a server elsewhere), misses keep the credit
     at zero or below: the client never gives the CPU away for them."""
 
     async def body() -> None:
         async with stream_pair() as (stream, _peer, _listener):
-            yields: list[int] = []
-            monkeypatch.setattr(stream_module, "_yield_cpu", lambda: yields.append(1))
             for _ in range(3 * (stream_module.EARLY_MISS_COST + 1)):
                 assert stream.read_early() is False
                 assert stream._early_credit <= 0
@@ -227,8 +233,7 @@ def test_an_error_on_the_look_after_yielding_is_kept(
         async with stream_pair() as (stream, peer, listener):
 
             def peer_resets() -> None:
-                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                peer.close()
+                reset(peer)
                 wait_readable(stream)
 
             monkeypatch.setattr(stream_module, "_yield_cpu", peer_resets)
