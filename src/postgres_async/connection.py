@@ -228,6 +228,10 @@ class _Statement:
 # connections of the process together; see Connection._early_read_allowed).
 _EARLY_STREAK_LIMIT = 32
 _EARLY_HOLD = 64
+# Rows of a statement exposed to a stray cancel of ours wait until it completes (see
+# Connection._deliver_rows); past this many they go to the caller, so that a huge result
+# cannot pile up in memory. A stray cancel landing later then surfaces as 57014.
+_HELD_ROWS_LIMIT = 100_000
 _early_streak = 0
 
 
@@ -262,6 +266,7 @@ class _Operation:
     # Pipelined behind an operation we sent a CancelRequest for: the cancel may land
     # on this one instead, which is then repeated (see Connection._send_cancel_for).
     exposed_to_cancel = False
+    held_rows: list[tuple[str | None, ...]] | None = None
     retry = False
     columns_delivered = False
     tx_before: TransactionStatus = TransactionStatus.IDLE
@@ -596,7 +601,9 @@ class Connection:
         elif isinstance(event, ServerError):
             if op.exposed_to_cancel and _hit_by_our_cancel(op, event):
                 op.retry = True  # our stray cancel: run it again, as if untouched
+                op.held_rows = None
                 return
+            self._release_held_rows(op)
             if op.statement is not None and self._stale_statement(op, event):
                 return
             error = PgasyncError.from_fields(event.fields, phase=event.phase)
@@ -623,6 +630,8 @@ class Connection:
         self._finish(op)
 
     def _completed(self, op: _Operation, tag: str) -> None:
+        if op.exposed_to_cancel:
+            self._release_held_rows(op)
         command = _COMMAND_TAGS.get(tag) or _command_complete(tag)
         op.command = command
         mode = op.mode
@@ -658,6 +667,19 @@ class Connection:
         op.copy_feeder = self._loop.create_task(self._feed_copy(op))
 
     def _deliver_rows(self, op: _Operation, rows: list[tuple[str | None, ...]]) -> None:
+        if op.exposed_to_cancel and op.mode == _Mode.QUERY and op.callbacks_live:
+            # A stray cancel of ours may still fail this statement after some rows, and
+            # it is then run again: until it completes, its rows wait here, so none
+            # reaches the caller twice (or from a run that then failed).
+            held = op.held_rows
+            if held is None:
+                op.held_rows = held = []
+            held.extend(rows)
+            if len(held) <= _HELD_ROWS_LIMIT:
+                return
+            op.exposed_to_cancel = False
+            op.held_rows = None
+            rows = held
         op.rows_seen += len(rows)
         # callbacks_live, inlined: this runs for every batch.
         if op.mode not in _DELIVERS_ROWS or op.user_exception or op.cancel_requested:
@@ -745,6 +767,15 @@ class Connection:
                 return
         self._stream.resume_reading()
         self._pump()
+
+    def _release_held_rows(self, op: _Operation) -> None:
+        """``op`` can no longer be undone (it completed, or failed otherwise than by
+        our cancel): the rows it held back go to the caller."""
+        op.exposed_to_cancel = False
+        held = op.held_rows
+        if held is not None:
+            op.held_rows = None
+            self._deliver_rows(op, held)
 
     def _finish(self, op: _Operation) -> None:
         self._inflight.popleft()
@@ -920,11 +951,13 @@ class Connection:
         """Send a CancelRequest for ``op`` if it is the one the server is running.
 
         A CancelRequest stops whatever the backend runs when it lands. With pipelined
-        operations behind ``op``, ``op`` may finish first and the cancel hit the next
-        one. That next one then fails with 57014 "user request" before producing a row;
-        it started outside any transaction block, so the error rolled it back whole and
-        it is simply sent again. Inside a transaction block a stray cancel could not be
-        undone, so there ``op`` is drained instead of cancelled.
+        operations behind ``op``, ``op`` may finish first and the cancel hit a later one
+        (even two: the server signals the backend twice, and each signal can land). That
+        one then fails with 57014 "user request", perhaps after some rows, which it held
+        back (see _deliver_rows); it started outside any transaction block, so the error
+        rolled it back whole and it is simply sent again. Inside a transaction block, or
+        behind an ``op`` that opens one, a stray cancel could not be undone, so there
+        ``op`` is drained instead of cancelled.
         """
         inflight = self._inflight
         if op.cancel_sent or not inflight or inflight[0] is not op:
@@ -932,7 +965,7 @@ class Connection:
         if self._secret is None or self.backend_pid is None:
             return
         if len(inflight) > 1:
-            if op.tx_before is not TransactionStatus.IDLE:
+            if op.tx_before is not TransactionStatus.IDLE or _opens_block(op.sql):
                 return
             for later in inflight:
                 if later is not op:
@@ -1643,10 +1676,41 @@ def _command_complete(tag: str) -> CommandComplete:
     return command
 
 
+def _opens_block(sql: str) -> bool:
+    """Whether ``sql`` (one statement, as the extended protocol takes) is BEGIN or
+    START TRANSACTION, after any leading comments."""
+    text = sql.lstrip()
+    while text.startswith(("--", "/*")):
+        comment_line = text.startswith("--")
+        text = text.partition("\n")[2] if comment_line else _skip_block_comment(text)
+        text = text.lstrip()
+    return text[:5].upper() in ("BEGIN", "START")
+
+
+def _skip_block_comment(text: str) -> str:
+    """``text`` after the block comment it starts with (they nest in PostgreSQL)."""
+    depth = 0
+    i = 0
+    while i < len(text):
+        pair = text[i : i + 2]
+        if pair == "/*":
+            depth += 1
+            i += 2
+        elif pair == "*/":
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return text[i:]
+        else:
+            i += 1
+    return ""
+
+
 def _hit_by_our_cancel(op: _Operation, event: ServerError) -> bool:
     """Whether ``event`` is a stray CancelRequest of ours that can be undone by
-    running ``op`` again: it failed with query_canceled at user request, before any
-    row, having started outside a transaction block (so the error rolled it back)."""
+    running ``op`` again: it failed with query_canceled at user request before any row
+    reached the caller, having started outside a transaction block (so the error rolled
+    it back). Rows of an operation exposed to that are held back until it completes."""
     return (
         event.fields.get("C") == QUERY_CANCELED
         and "user request" in event.fields.get("M", "")
