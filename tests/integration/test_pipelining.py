@@ -226,3 +226,47 @@ async def test_a_huge_exposed_result_is_not_held_back_whole(
         assert caught.value.postgres_error_code == "57014"
         assert count < 150_000  # the cancel landed in the last row's sleep
         assert await _values(conn, "SELECT 3") == ["3"]
+
+
+async def test_rows_held_back_go_through_pushback_when_released(
+    server_kwargs: dict[str, Any],
+) -> None:
+    # The exposed neighbour's rows, released when it completes, still go one at a time
+    # through its pushback, which can hold them (and the statements behind) there.
+    async with pg.with_connection(**server_kwargs, early_reads=False) as conn:
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Future[None] = loop.create_future()
+        blocked = asyncio.Event()
+        seen: list[int] = []
+
+        def row(_names: tuple[str, ...], values: tuple[str | None, ...]) -> None:
+            assert values[0] is not None
+            seen.append(int(values[0]))
+
+        def pushback() -> asyncio.Future[None] | None:
+            if len(seen) == 100:
+                blocked.set()
+                return gate
+            return None
+
+        head = asyncio.ensure_future(conn.query("SELECT 1", handle_row=lambda _n, _v: None))
+        neighbour = asyncio.ensure_future(
+            conn.query(
+                "SELECT g FROM generate_series(1, 3000) AS g",
+                handle_row=row,
+                pushback=pushback,
+            )
+        )
+        await asyncio.sleep(0)
+        head.cancel()
+        behind = asyncio.ensure_future(_values(conn, "SELECT 'behind'"))
+        async with asyncio.timeout(10):
+            await blocked.wait()
+            await asyncio.sleep(0.1)
+            assert seen == list(range(1, 101))
+            assert not neighbour.done()
+            assert not behind.done()
+            gate.set_result(None)
+            assert await neighbour == pg.CommandComplete("SELECT", 3000)
+            assert seen == list(range(1, 3001))
+            assert await behind == ["behind"]
