@@ -193,6 +193,8 @@ async def test_a_huge_exposed_result_is_not_held_back_whole(
     # statement still runs, so memory does not grow with the result. The price, stated
     # in the README: a stray cancel landing after that reaches this caller as 57014.
     # The CancelRequest is held up (a slow path to the server) until rows have come.
+    # The last row sleeps far longer than reaching it takes even a slow client (the pure
+    # Python rows under coverage): the cancel ends that sleep, so the test waits no more.
     seen_while_running = asyncio.Event()
     count = 0
 
@@ -210,7 +212,7 @@ async def test_a_huge_exposed_result_is_not_held_back_whole(
         head = asyncio.ensure_future(conn.query("SELECT 1", handle_row=lambda _n, _v: None))
         neighbour = asyncio.ensure_future(
             conn.query(
-                "SELECT g, pg_sleep(CASE WHEN g = 150000 THEN 0.5 ELSE 0 END)"
+                "SELECT g, pg_sleep(CASE WHEN g = 150000 THEN 60 ELSE 0 END)"
                 " FROM generate_series(1, 150000) AS g",
                 handle_row=row,
             )
@@ -222,7 +224,8 @@ async def test_a_huge_exposed_result_is_not_held_back_whole(
         assert count > 100_000
         assert not neighbour.done()
         with pytest.raises(pg.PgasyncError) as caught:
-            await neighbour
+            async with asyncio.timeout(30):
+                await neighbour
         assert caught.value.postgres_error_code == "57014"
         assert count < 150_000  # the cancel landed in the last row's sleep
         assert await _values(conn, "SELECT 3") == ["3"]
