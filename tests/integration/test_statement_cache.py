@@ -50,8 +50,10 @@ async def _table(conn: pg.Connection, name: str) -> AsyncIterator[None]:
         await conn.query_expect_no_data(f"DROP TABLE {name}")
 
 
-async def _cached(server_kwargs: dict[str, Any], size: int = 8) -> pg.Connection:
-    return await pg.connect(**server_kwargs, statement_cache_size=size)
+async def _cached(
+    server_kwargs: dict[str, Any], size: int = 8, *, early_reads: bool = True
+) -> pg.Connection:
+    return await pg.connect(**server_kwargs, statement_cache_size=size, early_reads=early_reads)
 
 
 async def test_off_by_default_nothing_is_prepared(conn: pg.Connection) -> None:
@@ -216,8 +218,13 @@ async def test_pipelined_queries_behind_a_stale_statement_are_not_overtaken(
     server_kwargs: dict[str, Any], other_conn: pg.Connection
 ) -> None:
     # A retry would run after the queries pipelined behind it, so then the caller gets
-    # the 0A000 instead; every query either succeeds or reports it, in order.
-    async with await _cached(server_kwargs) as conn, _table(conn, "cache_pipeline"):
+    # the 0A000 instead; every query either succeeds or reports it, in order. Without
+    # early reads the first reply is read only after all three are written: an early
+    # read could take the 0A000 while the first query is still alone, and rightly retry.
+    async with (
+        await _cached(server_kwargs, early_reads=False) as conn,
+        _table(conn, "cache_pipeline"),
+    ):
         sql = "SELECT * FROM cache_pipeline"
         assert await _rows(conn, sql) == []
         await other_conn.query_expect_no_data("ALTER TABLE cache_pipeline ADD COLUMN b int")
