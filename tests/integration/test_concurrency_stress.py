@@ -108,19 +108,25 @@ async def test_tiny_timeouts_with_a_query_queued_behind(conn: pg.Connection) -> 
 
 async def test_timeout_after_follow_up_is_queued(conn: pg.Connection) -> None:
     """A timeout on a statement that has another one queued behind it (not yet sent)."""
+    cancelled = 0
     async with asyncio.timeout(60):
         for i in range(100):
             slow = asyncio.ensure_future(conn.query("SELECT pg_sleep(0.05)", handle_row=ignore_row))
             await asyncio.sleep(0)  # slow is in flight first
             follow = asyncio.ensure_future(fetch_rows(conn, "SELECT $1::int", [i]))
             await asyncio.sleep(0.001 + (i % 10) * 0.001)
-            slow.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await slow
+            # A stalled machine may wake us after the reply, with nothing left to cancel.
+            if slow.cancel():
+                cancelled += 1
+                with pytest.raises(asyncio.CancelledError):
+                    await slow
+            else:
+                assert await slow == pg.CommandComplete("SELECT", 1)
             try:
                 assert await follow == [(str(i),)], f"round {i}"
             except pg.PgasyncError as exc:
                 pytest.fail(f"round {i}: the follow-up query failed: {exc}")
+    assert cancelled > 0
 
 
 # -------------------------------------------------------------- cancel during pushback
@@ -164,7 +170,7 @@ async def test_cancel_during_pushback(conn: pg.Connection, kind: str) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert time.monotonic() - cancelled_at < 0.25
+        assert time.monotonic() - cancelled_at < 1.0
         assert seen == list(range(1, 101)), "handle_row ran after the cancel"
         rows = await fetch_rows(conn, "SELECT g FROM generate_series(1, 5) g")
         assert rows == [(str(g),) for g in range(1, 6)]
@@ -289,7 +295,7 @@ async def test_cancel_during_copy_in(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert time.monotonic() - cancelled_at < 0.25
+            assert time.monotonic() - cancelled_at < 1.0
             assert await fetch_rows(conn, f"SELECT count(*) FROM {table}") == [("0",)]
             assert await fetch_rows(observer, f"SELECT count(*) FROM {table}") == [("0",)]
             await assert_usable(conn)
@@ -633,7 +639,7 @@ async def test_cancel_copy_in_while_rows_stream(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert time.monotonic() - cancelled_at < 0.25
+            assert time.monotonic() - cancelled_at < 1.0
             assert await fetch_rows(conn, f"SELECT count(*) FROM {table}") == [("0",)]
             await assert_usable(conn)
             await settle_tasks(before)

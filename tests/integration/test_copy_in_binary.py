@@ -561,10 +561,14 @@ async def test_cancelled_caller(conn: pg.Connection, other_conn: pg.Connection, 
     try:
         never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sent = [0]
+        fed_all = asyncio.Event()
 
         def feed() -> RowFeed:
             sent[0] += 1
-            return pg.Data((sent[0], "row")) if sent[0] <= 500 else pg.Wait(never)
+            if sent[0] <= 500:
+                return pg.Data((sent[0], "row"))
+            fed_all.set()
+            return pg.Wait(never)
 
         if stage == "blocked by a lock":
             await other_conn.query_expect_no_data("BEGIN")
@@ -574,7 +578,11 @@ async def test_cancelled_caller(conn: pg.Connection, other_conn: pg.Connection, 
         copying = asyncio.ensure_future(
             conn.copy_in_rows("cancelled_binary", ["id", "name"], feed_data=feed, format="binary")
         )
-        await asyncio.sleep(0.3)
+        if stage == "blocked by a lock":
+            await asyncio.sleep(0.3)  # long enough for a COPY that should not start
+        else:
+            async with asyncio.timeout(10):
+                await fed_all.wait()
         assert not copying.done()
         assert sent[0] == (0 if stage == "blocked by a lock" else 501)
         copying.cancel()

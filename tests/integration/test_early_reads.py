@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ import uvloop
 import postgres_async as pg
 from postgres_async import connection as connection_module
 from postgres_async._transport import stream as stream_module
+from postgres_async._transport.stream import EARLY_READ_SIZE
 from postgres_async.testing import PostgresServer
 from support import Boom, assert_usable, close_quietly, fetch_rows, fetch_value, query_error
 
@@ -56,6 +58,16 @@ class Never:
     def __call__(self, fd: int, size: int) -> bytes:
         self.calls += 1
         raise BlockingIOError
+
+
+def _wait_for_bytes(fd: int, wanted: bytes, within: float = 5.0) -> None:
+    """Until what the socket ``fd`` holds (peeked, not taken) contains ``wanted``."""
+    deadline = time.monotonic() + within
+    with socket.socket(fileno=os.dup(fd)) as peek:
+        while wanted not in peek.recv(EARLY_READ_SIZE, socket.MSG_PEEK):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{wanted!r} did not arrive within {within} s")
+            time.sleep(0.005)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -317,7 +329,7 @@ def test_a_notification_read_with_the_reply_is_delivered_with_it(
         if armed[0]:
             armed[0] = False
             pg_server.run_sql("NOTIFY early_channel, 'behind the reply'")
-            time.sleep(0.2)  # for our backend to send it
+            _wait_for_bytes(fd, b"behind the reply")  # our backend sends it soon after
         return os.read(fd, size)
 
     monkeypatch.setattr(stream_module, "_read", read)

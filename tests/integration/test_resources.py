@@ -165,7 +165,7 @@ async def test_slow_consumer_cancelled_mid_stream(
         cancelled_at = time.monotonic()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert time.monotonic() - cancelled_at < 0.25
+        assert time.monotonic() - cancelled_at < 1.0
         stopped_at = count
         assert SLOW_ROWS <= stopped_at < TOTAL_ROWS
         await assert_usable(conn)
