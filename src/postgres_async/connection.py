@@ -902,7 +902,8 @@ class Connection:
 
         An operation is written behind unfinished ones only if both are plain queries
         that cannot start COPY FROM STDIN (which would swallow what follows as copy
-        data), and the last one has no cancel pending.
+        data), and the last one has no cancel pending and is not exposed to a stray
+        cancel: if that cancel fails it, it is sent again, and must not be overtaken.
         """
         inflight = self._inflight
         waiting = self._waiting
@@ -921,7 +922,11 @@ class Connection:
             op = waiting[0]
             if inflight:
                 last = inflight[-1]
-                if not (last.pipelinable and op.pipelinable) or last.cancel_requested:
+                if (
+                    not (last.pipelinable and op.pipelinable)
+                    or last.cancel_requested
+                    or last.exposed_to_cancel
+                ):
                     return
                 waiting.popleft()
                 op.sent = True

@@ -273,3 +273,36 @@ async def test_rows_held_back_go_through_pushback_when_released(
             assert await neighbour == pg.CommandComplete("SELECT", 3000)
             assert seen == list(range(1, 3001))
             assert await behind == ["behind"]
+
+
+async def test_a_neighbour_sent_again_is_not_overtaken_by_a_later_call(
+    server_kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancel meant for the head lands on the sleeping neighbour, which is sent
+    # again. A call made after the cancel must wait for that second run: written behind
+    # the first, its INSERT would run before the neighbour's count. The cancel's own
+    # connection is made to end before the neighbour's error is read, the order in which
+    # that call would otherwise be written behind the first run.
+    cancel_requests: list[asyncio.Task[None]] = []
+
+    async def cancel_request_ending_at_once(*args: Any) -> None:
+        cancel_requests.append(asyncio.ensure_future(send_cancel_request(*args)))
+
+    monkeypatch.setattr(connection_module, "send_cancel_request", cancel_request_ending_at_once)
+    async with pg.with_connection(**server_kwargs, early_reads=False) as conn:
+        await conn.query_expect_no_data("CREATE TEMP TABLE overtaken (a int)")
+        head = asyncio.ensure_future(conn.query("SELECT 1", handle_row=lambda _n, _v: None))
+        neighbour = asyncio.ensure_future(
+            _values(conn, "SELECT (SELECT count(*) FROM overtaken) FROM pg_sleep(0.3)")
+        )
+        await asyncio.sleep(0)  # both written, the head not yet answered
+        head.cancel()
+        behind = asyncio.ensure_future(
+            conn.query_expect_no_data("INSERT INTO overtaken VALUES (1)")
+        )
+        async with asyncio.timeout(10):
+            assert await neighbour == ["0"]
+            assert await behind == pg.CommandComplete("INSERT", 1)
+            await asyncio.gather(*cancel_requests)
+        assert head.cancelled()
+        assert await _values(conn, "SELECT count(*) FROM overtaken") == ["1"]
