@@ -268,6 +268,8 @@ class _Operation:
     exposed_to_cancel = False
     held_rows: list[tuple[str | None, ...]] | None = None
     retry = False
+    # Failed by our stray cancel and waiting to be sent again (see Connection._requeue).
+    requeued = False
     columns_delivered = False
     tx_before: TransactionStatus = TransactionStatus.IDLE
     # Statement cache: the statement this operation binds (None: the unnamed one),
@@ -796,7 +798,8 @@ class Connection:
             self._send_next()  # otherwise it has nothing to do
 
     def _requeue(self, op: _Operation) -> None:
-        """Send ``op`` again, first of all those not yet written."""
+        """Send ``op`` again before all those not yet written, but after any sent again
+        before it: one cancel can fail two neighbours, which must keep their order."""
         op.retry = False
         op.exposed_to_cancel = False
         op.sent = False
@@ -809,7 +812,12 @@ class Connection:
             op.closes = ()
             parse = m.encode_parse(op.sql)
             op.wire = self._encode_query(parse, b"", op.values)[1]
-        self._waiting.appendleft(op)
+        waiting = self._waiting
+        position = 0
+        while position < len(waiting) and waiting[position].requeued:
+            position += 1
+        op.requeued = True
+        waiting.insert(position, op)
 
     # ------------------------------------------------------------ statement cache
     def _parse_settled(self, op: _Operation) -> None:
@@ -930,11 +938,13 @@ class Connection:
                     return
                 waiting.popleft()
                 op.sent = True
+                op.requeued = False
                 inflight.append(op)
                 self._write_soon(op.wire)
             else:
                 waiting.popleft()
                 op.sent = True
+                op.requeued = False
                 op.tx_before = self._tx_status
                 inflight.append(op)
                 self._write(op.wire)
