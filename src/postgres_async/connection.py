@@ -268,7 +268,8 @@ class _Operation:
     exposed_to_cancel = False
     held_rows: list[tuple[str | None, ...]] | None = None
     retry = False
-    # Failed by our stray cancel and waiting to be sent again (see Connection._requeue).
+    # Failed by our stray cancel and queued to be sent again (see Connection._requeue);
+    # only read for operations still waiting, so it is never reset.
     requeued = False
     columns_delivered = False
     tx_before: TransactionStatus = TransactionStatus.IDLE
@@ -938,13 +939,11 @@ class Connection:
                     return
                 waiting.popleft()
                 op.sent = True
-                op.requeued = False
                 inflight.append(op)
                 self._write_soon(op.wire)
             else:
                 waiting.popleft()
                 op.sent = True
-                op.requeued = False
                 op.tx_before = self._tx_status
                 inflight.append(op)
                 self._write(op.wire)
