@@ -23,10 +23,10 @@ ParseDataRows = Callable[
     [bytearray, int, int, int, int], tuple[list[tuple[str | None, ...]], int, str | None]
 ]
 FormatCopyRows = Callable[[Iterable[Sequence[object]]], bytes]
-# (data, pos, max_length, row_limit, parsed) -> (pos after the reply, RowDescription
-# payload or None, rows, tag, status byte) or None; see protocol/reply.py.
+# (data, pos, max_length, row_limit, parsed, known_columns) -> (pos after the reply,
+# RowDescription payload or None, rows, tag, status byte) or None; see protocol/reply.py.
 ScanReply = Callable[
-    [bytearray, int, int, int, bool],
+    [bytearray, int, int, int, bool, int],
     tuple[int, bytes | None, list[tuple[str | None, ...]], str, int] | None,
 ]
 

@@ -891,7 +891,7 @@ malformed:
 }
 
 PyDoc_STRVAR(scan_reply_doc,
-"scan_reply($module, data, pos, max_length, row_limit, parsed=True, /)\n"
+"scan_reply($module, data, pos, max_length, row_limit, parsed=True, known_columns=-1, /)\n"
 "--\n"
 "\n"
 "The whole ordinary query reply at data[pos:], or None:\n"
@@ -902,25 +902,33 @@ PyDoc_STRVAR(scan_reply_doc,
 static PyObject *
 scan_reply(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 && nargs != 5) {
+    if (nargs < 4 || nargs > 6) {
         PyErr_Format(PyExc_TypeError,
-                     "scan_reply() takes 4 or 5 positional arguments (%zd given)", nargs);
+                     "scan_reply() takes from 4 to 6 positional arguments (%zd given)", nargs);
         return NULL;
     }
     /* Whether the reply starts with ParseComplete: not when the query bound a statement
      * prepared earlier. */
     int parsed = 1;
-    if (nargs == 5 && (parsed = PyObject_IsTrue(args[4])) < 0) {
+    if (nargs >= 5 && (parsed = PyObject_IsTrue(args[4])) < 0) {
         return NULL;
     }
-    long long start, max_length, row_limit;
+    /* -1: a Describe was sent (NoData or a RowDescription follows BindComplete); -2 or
+     * a column count: none was, the caller knows there are no rows or their width. */
+    long long start, max_length, row_limit, known_columns = -1;
     if (saturated_long_long(args[1], &start) < 0 ||
         saturated_long_long(args[2], &max_length) < 0 ||
-        saturated_long_long(args[3], &row_limit) < 0) {
+        saturated_long_long(args[3], &row_limit) < 0 ||
+        (nargs == 6 && saturated_long_long(args[5], &known_columns) < 0)) {
         return NULL;
     }
     if (start < 0) {
         PyErr_SetString(PyExc_ValueError, "scan_reply: pos must not be negative");
+        return NULL;
+    }
+    if (known_columns < -2) {
+        PyErr_SetString(PyExc_ValueError,
+                        "scan_reply: known_columns must be -2, -1 or a column count");
         return NULL;
     }
     Py_buffer view;
@@ -948,33 +956,40 @@ scan_reply(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         goto not_ordinary;
     }
     p += 5;
-    Py_ssize_t description_start = -1, description_size = 0, column_count = 0, nrows = 0;
-    if (end - p < 5) {
-        goto not_ordinary;
-    }
-    if (data[p] == 'n') {
-        if (read_int32(data + p + 1) != 4) {
+    /* column_count -1: no DataRow may follow. */
+    Py_ssize_t description_start = -1, description_size = 0, column_count = -1, nrows = 0;
+    if (known_columns == -1) {
+        if (end - p < 5) {
             goto not_ordinary;
         }
-        p += 5;
-    }
-    else if (data[p] == 'T') {
-        description_size = whole_message(data, end, p, max_length);
-        if (description_size < 2) {
+        if (data[p] == 'n') {
+            if (read_int32(data + p + 1) != 4) {
+                goto not_ordinary;
+            }
+            p += 5;
+        }
+        else if (data[p] == 'T') {
+            description_size = whole_message(data, end, p, max_length);
+            if (description_size < 2) {
+                goto not_ordinary;
+            }
+            description_start = p + 5;
+            column_count = row_description_columns(data + description_start, description_size);
+            if (column_count < 0) {
+                goto not_ordinary;
+            }
+            p = description_start + description_size;
+        }
+        else {
             goto not_ordinary;
         }
-        description_start = p + 5;
-        column_count = row_description_columns(data + description_start, description_size);
-        if (column_count < 0) {
-            goto not_ordinary;
-        }
-        p = description_start + description_size;
     }
-    else {
-        goto not_ordinary;
+    else if (known_columns >= 0) {
+        /* No DataRow has more than 65535 columns: beyond, only zero rows can match. */
+        column_count = known_columns < 65536 ? (Py_ssize_t)known_columns : 65536;
     }
     const Py_ssize_t rows_start = p;
-    while (description_start >= 0 && p < end && data[p] == 'D') {
+    while (column_count >= 0 && p < end && data[p] == 'D') {
         const Py_ssize_t size = whole_message(data, end, p, max_length);
         if (size < 2 || read_uint16(data + p + 5) != column_count ||
             (long long)nrows >= row_limit) {

@@ -30,6 +30,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import re
 import warnings
 import weakref
 from collections.abc import (
@@ -216,12 +217,29 @@ class SimpleQueryResult:
 class _Statement:
     """A statement of the statement cache, prepared on the server under ``name``."""
 
-    __slots__ = ("name", "ready")
+    __slots__ = ("described", "known_columns", "name", "ready", "result_fixed", "rows_start")
 
-    def __init__(self, name: bytes) -> None:
+    def __init__(self, name: bytes, sql: str) -> None:
         self.name = name
         # Its ParseComplete has arrived: later queries may bind it without a Parse.
         self.ready = False
+        # A Describe of it has been answered: later queries send none, and take its
+        # columns (None: it returns no rows) from here. Only for a statement the server
+        # plans: a schema change cannot make that stale unseen, as the server then
+        # refuses to bind it (0A000). A utility statement's columns are worked out
+        # anew at each run (EXECUTE and FETCH depend on what they name), so those are
+        # always described.
+        self.result_fixed = _result_is_fixed(sql)
+        self.described = False
+        self.rows_start: RowsStart | None = None
+        self.known_columns = -1  # reply.scan_reply's argument, -1 while not described
+
+    def learn(self, rows_start: RowsStart | None) -> None:
+        """A Describe of it was answered with ``rows_start`` (None: NoData)."""
+        if self.result_fixed:
+            self.rows_start = rows_start
+            self.described = True
+            self.known_columns = -2 if rows_start is None else len(rows_start.columns)
 
 
 # Operations completed by an early read since a caller last waited for the loop (all
@@ -288,6 +306,7 @@ class _Operation:
         future: asyncio.Future[Any],
         parse: bool = True,
         closes: int = 0,
+        described: _Statement | None = None,
     ) -> None:
         self.mode = mode
         self.sql = sql
@@ -300,7 +319,9 @@ class _Operation:
             self.commands = []
             self.warnings = []
         else:
-            self.conversation = QueryConversation(parse, closes)
+            self.conversation = conversation = QueryConversation(parse, closes)
+            if described is not None:  # it was sent no Describe: see _Statement
+                conversation.skip_describe(described.rows_start)
         self.pipelinable = False  # set by Connection._prepare
 
     @property
@@ -786,6 +807,11 @@ class Connection:
             self._stop_copy_feeder(op)
         if op.creates_statement:
             self._parse_settled(op)
+        statement = op.statement
+        if statement is not None and not statement.described:
+            conversation = op.conversation
+            if isinstance(conversation, QueryConversation) and conversation.described:
+                statement.learn(conversation.rows_start)
         if op.retry:
             self._requeue(op)
         else:
@@ -1152,11 +1178,16 @@ class Connection:
         """
         global _early_streak
         statement = None
+        known_columns = -1  # a Describe is sent (see reply.scan_reply)
         if self._statement_cache_size:
             statement = self._statements.get(sql)
             if statement is None or not statement.ready or self._closes_owed:
                 return None
-            values, wire = self._encode_query(b"", statement.name, parameters)
+            if statement.described:
+                known_columns = statement.known_columns
+                values, wire = self._encode_query(b"", statement.name, parameters, _EXECUTE_SYNC)
+            else:
+                values, wire = self._encode_query(b"", statement.name, parameters)
             statements = self._statements
             del statements[sql]  # most recently used last
             statements[sql] = statement
@@ -1172,12 +1203,29 @@ class Connection:
         buffer = self._buffer
         if data is not None:
             buffer.feed(data)
-            found = buffer.take_ordinary_reply(ROW_BATCH, statement is None)
+            found = buffer.take_ordinary_reply(ROW_BATCH, statement is None, known_columns)
             if found is not None:
                 _early_streak += 1
-                return self._deliver_at_once(found, handle_row, handle_columns)
+                description, rows, tag, tx_byte = found
+                if known_columns != -1:
+                    assert statement is not None
+                    columns = statement.rows_start
+                else:
+                    columns = None if description is None else describe_rows(description)
+                    if statement is not None:
+                        statement.learn(columns)
+                return self._deliver_at_once(
+                    columns, rows, tag, tx_byte, handle_row, handle_columns
+                )
         op = _Operation(
-            _Mode.QUERY, sql, values, wire, self._loop.create_future(), statement is None
+            _Mode.QUERY,
+            sql,
+            values,
+            wire,
+            self._loop.create_future(),
+            statement is None,
+            0,
+            statement if known_columns != -1 else None,
         )
         op.pipelinable = True
         op.statement = statement
@@ -1200,17 +1248,19 @@ class Connection:
 
     def _deliver_at_once(
         self,
-        found: tuple[bytes | None, list[tuple[str | None, ...]], str, int],
+        columns: RowsStart | None,
+        rows: list[tuple[str | None, ...]],
+        tag: str,
+        status: int,
         handle_row: HandleRow,
         handle_columns: HandleColumns | None,
     ) -> CommandComplete:
-        """The ordinary reply ``found`` (see ``ReceiveBuffer.take_ordinary_reply``) of
-        a query that never needed an _Operation (see ``_query_at_once``)."""
-        description, rows, tag, status = found
+        """The ordinary reply (see ``ReceiveBuffer.take_ordinary_reply``) of a query
+        that never needed an _Operation (see ``_query_at_once``): its columns (None:
+        NoData), rows, command tag and transaction status byte."""
         self._tx_status = TRANSACTION_STATUS_BY_BYTE[status]
         problem: Exception | None = None
-        if description is not None:
-            columns = describe_rows(description)
+        if columns is not None:
             if handle_columns is not None:
                 try:
                     handle_columns(columns.columns)
@@ -1426,7 +1476,7 @@ class Connection:
         # still in flight: this one takes the unnamed statement.
         if caching and plain and sql not in self._statements:
             name = f"__postgres_async_{self._statements_named + 1}".encode()
-            return self._prepare_cached(mode, sql, parameters, _Statement(name), True)
+            return self._prepare_cached(mode, sql, parameters, _Statement(name, sql), True)
         values, wire = self._encode_query(parse, b"", parameters)
         op = _Operation(mode, sql, values, wire, self._loop.create_future())
         op.pipelinable = pipelinable
@@ -1458,8 +1508,20 @@ class Connection:
             head = b"".join(m.Close("S", name.decode()).encode() for name in closes)
         if creates:
             head += m.encode_parse(sql, statement.name.decode())
-        values, wire = self._encode_query(head, statement.name, parameters)
-        op = _Operation(mode, sql, values, wire, self._loop.create_future(), creates, len(closes))
+        described = statement.described
+        values, wire = self._encode_query(
+            head, statement.name, parameters, _EXECUTE_SYNC if described else None
+        )
+        op = _Operation(
+            mode,
+            sql,
+            values,
+            wire,
+            self._loop.create_future(),
+            creates,
+            len(closes),
+            statement if described else None,
+        )
         if evicted is not None:
             del statements[evicted]
         if creates:
@@ -1475,17 +1537,23 @@ class Connection:
 
     @staticmethod
     def _encode_query(
-        head: bytes, statement: bytes, parameters: Sequence[object] | None
+        head: bytes,
+        statement: bytes,
+        parameters: Sequence[object] | None,
+        tail: bytes | None = None,
     ) -> tuple[tuple[object, ...], bytes]:
         """(the values kept for error messages, the bytes of ``head`` + Bind (to the
-        named ``statement``, or the unnamed one for b"") + Describe + Execute + Sync)."""
+        named ``statement``, or the unnamed one for b"") + ``tail``: Describe (None; a
+        statement described already needs none) + Execute + Sync)."""
+        if tail is None:
+            tail = _DESCRIBE_EXECUTE_SYNC
         if not parameters:
             if statement:
                 bind = m.encode_bind_text([], statement=statement.decode())
-                return (), head + bind + _DESCRIBE_EXECUTE_SYNC
+                return (), head + bind + tail
             return (), head + _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC
         if _accel.encode_query is not None:
-            wire = _accel.encode_query(head, statement, parameters, _DESCRIBE_EXECUTE_SYNC)
+            wire = _accel.encode_query(head, statement, parameters, tail)
             if wire is not None:
                 return tuple(parameters), wire  # a list or tuple, or encode_query says None
         # Every type, and every error message, is the reference's.
@@ -1496,7 +1564,7 @@ class Connection:
                 f"{m.MAX_PARAMETERS}"
             )
         bind = m.encode_bind_text(wire_params, statement=statement.decode())
-        return values, head + bind + _DESCRIBE_EXECUTE_SYNC
+        return values, head + bind + tail
 
     # ---------------------------------------------------------------------- COPY IN
     async def _feed_copy(self, op: _Operation) -> None:
@@ -1693,12 +1761,34 @@ def _command_complete(tag: str) -> CommandComplete:
 def _opens_block(sql: str) -> bool:
     """Whether ``sql`` (one statement, as the extended protocol takes) is BEGIN or
     START TRANSACTION, after any leading comments."""
+    return _statement_text(sql)[:5].upper() in ("BEGIN", "START")
+
+
+def _result_is_fixed(sql: str) -> bool:
+    """Whether ``sql`` is a statement the server plans (not a utility statement), whose
+    result columns a prepared statement keeps or refuses to bind. Only a sure yes
+    counts: anything unrecognised is taken for a utility statement."""
+    word = _FIRST_WORD.match(_statement_text(sql))
+    return word is not None and word[1].upper() in _PLANNED_KEYWORDS
+
+
+def _statement_text(sql: str) -> str:
+    """``sql`` from its first keyword: leading whitespace and comments skipped."""
     text = sql.lstrip()
     while text.startswith(("--", "/*")):
         comment_line = text.startswith("--")
         text = text.partition("\n")[2] if comment_line else _skip_block_comment(text)
         text = text.lstrip()
-    return text[:5].upper() in ("BEGIN", "START")
+    return text
+
+
+# The statements the server plans (a WITH may lead any of the others); SELECT INTO is
+# a utility statement in disguise, but it never returns rows, so its answer is fixed too.
+_PLANNED_KEYWORDS = frozenset(
+    ("SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE", "DELETE", "MERGE")
+)
+# A parenthesised SELECT starts with "(".
+_FIRST_WORD = re.compile(r"[(\s]*([A-Za-z]+)")
 
 
 def _skip_block_comment(text: str) -> str:
@@ -1758,7 +1848,8 @@ def _copy_data_frame(data: bytes) -> bytes:
 _COMMAND_TAGS: dict[str, CommandComplete] = {}
 _DELIVERS_ROWS = frozenset((_Mode.QUERY, _Mode.SIMPLE))
 _SYNC = m.Sync().encode()
-_DESCRIBE_EXECUTE_SYNC = m.Describe("P").encode() + m.Execute().encode() + _SYNC
+_EXECUTE_SYNC = m.Execute().encode() + _SYNC
+_DESCRIBE_EXECUTE_SYNC = m.Describe("P").encode() + _EXECUTE_SYNC
 _BIND_NO_PARAMETERS_DESCRIBE_EXECUTE_SYNC = m.encode_bind_text([]) + _DESCRIBE_EXECUTE_SYNC
 # Encoded Parse messages by SQL text: the same statements come back again and again.
 _PARSE_CACHE_SIZE = 256

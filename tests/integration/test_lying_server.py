@@ -1349,9 +1349,16 @@ async def _cached_second_query_failure(
     return error
 
 
-BOUND_AGAIN: list[Step] = [
+# A cached statement not yet described (its first run, or a new one after a Close)...
+BOUND_AND_DESCRIBED: list[Step] = [
     Expect(m.Bind, check=_bound_to_cached),
     Expect(m.Describe),
+    Expect(m.Execute),
+    Expect(m.Sync),
+]
+# ... and one whose Describe was answered: its columns are known, none is sent.
+BOUND_ONLY: list[Step] = [
+    Expect(m.Bind, check=_bound_to_cached),
     Expect(m.Execute),
     Expect(m.Sync),
 ]
@@ -1359,8 +1366,31 @@ BOUND_AGAIN: list[Step] = [
 
 async def test_parse_complete_for_a_statement_that_was_not_parsed() -> None:
     """The second run of a cached statement sends no Parse: a ParseComplete is a lie."""
-    error = await _cached_second_query_failure(DUMMY, BOUND_AGAIN, GOOD_REPLY)
+    error = await _cached_second_query_failure(DUMMY, BOUND_ONLY, GOOD_REPLY)
     assert_error(error, PROTOCOL_VIOLATION, "ParseComplete")
+
+
+@pytest.mark.parametrize("answer", [ONE_COLUMN, NO_DATA], ids=["RowDescription", "NoData"])
+async def test_a_describe_answer_for_a_statement_sent_no_describe(answer: bytes) -> None:
+    """The second run of a cached statement sends no Describe: an answer to one is a
+    lie, never taken for the columns."""
+    reply = BIND_COMPLETE + answer + data_row(b"ok") + SELECT_1 + READY
+    error = await _cached_second_query_failure(DUMMY, BOUND_ONLY, reply)
+    assert_error(error, PROTOCOL_VIOLATION, "RowDescription" if answer is ONE_COLUMN else "NoData")
+
+
+@pytest.mark.parametrize("values", [(), (b"a", b"b")], ids=["none", "two"])
+async def test_a_data_row_that_does_not_fit_the_known_columns(values: tuple[bytes, ...]) -> None:
+    """The columns of a described statement are known: a DataRow of another width is
+    refused as it would be after a RowDescription."""
+    reply = BIND_COMPLETE + data_row(*values) + SELECT_1 + READY
+    error = await _cached_second_query_failure(DUMMY, BOUND_ONLY, reply)
+    assert_error(
+        error,
+        PROTOCOL_VIOLATION,
+        "number of columns in DataRow message did not match RowDescription",
+        f"expected 1, got {len(values)}",
+    )
 
 
 async def test_close_complete_missing_before_parse_complete() -> None:
@@ -1369,7 +1399,7 @@ async def test_close_complete_missing_before_parse_complete() -> None:
     close_then_parse: list[Step] = [
         Expect(m.Close),
         Expect(m.Parse, check=_named_parse),
-        *BOUND_AGAIN,
+        *BOUND_AND_DESCRIBED,
     ]
     error = await _cached_second_query_failure("SELECT other", close_then_parse, GOOD_REPLY)
     assert_error(error, PROTOCOL_VIOLATION, "ParseComplete", "Closing statements")
@@ -1390,9 +1420,9 @@ async def test_a_lost_statement_is_retried_once_on_the_unnamed_statement(times: 
     script: list[Step] = [
         *login_ok(),
         Expect(m.Parse, check=_named_parse),
-        *BOUND_AGAIN,
+        *BOUND_AND_DESCRIBED,
         Send(GOOD_REPLY),
-        *BOUND_AGAIN,
+        *BOUND_ONLY,
         Send(lost + READY),
         *retry,
         Send(GOOD_REPLY if times == 1 else PARSE_COMPLETE + lost + READY),

@@ -361,3 +361,182 @@ async def test_the_statements_own_26000_leaves_the_cache_alone(
         assert "EXECUTE missing_statement" in after
         await conn.simple_query("PREPARE missing_statement AS SELECT 1")
         assert await _rows(conn, "EXECUTE missing_statement") == [("1",)]
+
+
+# ------------------------------------------------- a described statement: no Describe
+def _record_writes(conn: pg.Connection) -> list[bytes]:
+    """Every frontend message ``conn`` writes from now on, one bytes each."""
+    written: list[bytes] = []
+    stream = conn._stream
+    write = stream.write
+
+    def recording(data: bytes) -> None:
+        data = bytes(data)
+        pos = 0
+        while pos < len(data):
+            end = pos + 1 + int.from_bytes(data[pos + 1 : pos + 5], "big")
+            written.append(data[pos:end])
+            pos = end
+        write(data)
+
+    stream.write = recording  # type: ignore[method-assign]
+    return written
+
+
+def _kinds(messages: list[bytes]) -> str:
+    return "".join(chr(message[0]) for message in messages)
+
+
+async def test_a_described_statement_is_bound_without_a_describe(
+    server_kwargs: dict[str, Any],
+) -> None:
+    async with await _cached(server_kwargs) as conn:
+        written = _record_writes(conn)
+        columns: list[Any] = []
+        rows: list[Any] = []
+        for i in range(3):
+            await conn.query(
+                SELECT_INT,
+                [i],
+                handle_row=lambda n, v: rows.append((n, v)),
+                handle_columns=columns.append,
+            )
+        assert rows == [(("n",), (str(i),)) for i in range(3)]
+        # Parse + Bind + Describe the first time; then the description is known.
+        assert _kinds(written) == "PBDES" + "BES" * 2
+        assert len(columns) == 3
+        assert columns[0] == columns[1] == columns[2]
+        assert [(c.name, c.pg_type_oid) for c in columns[0]] == [("n", 23)]
+
+
+async def test_a_statement_of_no_rows_is_bound_without_a_describe(
+    server_kwargs: dict[str, Any],
+) -> None:
+    async with await _cached(server_kwargs) as conn:
+        await conn.query_expect_no_data("CREATE TEMP TABLE t (a int)")
+        written = _record_writes(conn)
+        columns: list[Any] = []
+        for i in range(3):
+            cc = await conn.query(
+                "INSERT INTO t VALUES ($1)",
+                [i],
+                handle_row=lambda _n, _v: pytest.fail("an INSERT has no rows"),
+                handle_columns=columns.append,
+            )
+            assert cc == pg.CommandComplete("INSERT", 1)
+        assert _kinds(written) == "PBDES" + "BES" * 2
+        assert columns == []
+        assert await _rows(conn, "SELECT a FROM t ORDER BY a") == [("0",), ("1",), ("2",)]
+
+
+async def test_rows_of_no_columns_keep_their_description(server_kwargs: dict[str, Any]) -> None:
+    async with await _cached(server_kwargs) as conn:
+        columns: list[Any] = []
+        rows: list[Any] = []
+        for _ in range(3):
+            await conn.query(
+                "SELECT FROM generate_series(1, 3)",
+                handle_row=lambda n, v: rows.append((n, v)),
+                handle_columns=columns.append,
+            )
+        assert columns == [()] * 3
+        assert rows == [((), ())] * 9
+
+
+async def test_a_statement_first_failing_at_bind_is_described_by_the_next_use(
+    server_kwargs: dict[str, Any],
+) -> None:
+    async with await _cached(server_kwargs) as conn:
+        written = _record_writes(conn)
+        with pytest.raises(pg.PgasyncError) as info:
+            await conn.query(SELECT_INT, ["not a number"], handle_row=lambda _n, _v: None)
+        assert info.value.postgres_error_code == "22P02"
+        for i in range(2):
+            assert await _rows(conn, SELECT_INT, [i]) == [(str(i),)]
+        # The Parse succeeded but nothing was described: the second use describes it.
+        assert _kinds(written) == "PBDES" + "BDES" + "BES"
+
+
+async def test_a_renamed_column_is_never_reported_by_its_old_name(
+    server_kwargs: dict[str, Any], other_conn: pg.Connection
+) -> None:
+    # The description kept for the statement is never used once it is out of date:
+    # the server refuses to bind a statement whose result changed (0A000), and the
+    # query is run again with a fresh description.
+    async with await _cached(server_kwargs) as conn, _table(conn, "cache_rename"):
+        await conn.query_expect_no_data("INSERT INTO cache_rename VALUES (1)")
+        sql = "SELECT * FROM cache_rename"
+        seen: list[Any] = []
+        for _ in range(2):
+            await conn.query(sql, handle_row=lambda n, v: seen.append((n, v)))
+        await other_conn.query_expect_no_data("ALTER TABLE cache_rename RENAME COLUMN a TO z")
+        for _ in range(2):
+            await conn.query(sql, handle_row=lambda n, v: seen.append((n, v)))
+        await other_conn.query_expect_no_data("ALTER TABLE cache_rename ALTER COLUMN z TYPE text")
+        columns: list[Any] = []
+        for _ in range(2):
+            await conn.query(
+                sql, handle_row=lambda n, v: seen.append((n, v)), handle_columns=columns.append
+            )
+        assert seen == [(("a",), ("1",))] * 2 + [(("z",), ("1",))] * 4
+        assert [[(c.name, c.pg_type_oid) for c in cols] for cols in columns] == [[("z", 25)]] * 2
+
+
+async def test_errors_of_a_described_statement_are_those_of_a_described_one(
+    server_kwargs: dict[str, Any], conn: pg.Connection
+) -> None:
+    sql = "SELECT 10 / (3 - i) FROM generate_series(1, 5) AS i"
+
+    async def run(connection: pg.Connection) -> tuple[list[Any], str, str | None]:
+        rows: list[Any] = []
+        with pytest.raises(pg.PgasyncError) as info:
+            await connection.query(sql, handle_row=lambda _n, v: rows.append(v))
+        return rows, str(info.value), info.value.postgres_error_code
+
+    expected = await run(conn)
+    assert expected[2] == "22012"
+    async with await _cached(server_kwargs) as cached:
+        written = _record_writes(cached)
+        outcomes = [await run(cached) for _ in range(3)]
+        assert _kinds(written) == "PBDES" + "BES" * 2
+        assert cached.status == pg.Open()
+    assert outcomes == [expected] * 3
+
+
+async def test_expect_no_data_refuses_rows_of_a_described_statement(
+    server_kwargs: dict[str, Any],
+) -> None:
+    async with await _cached(server_kwargs) as conn:
+        assert await _rows(conn, "SELECT 1") == [("1",)]
+        written = _record_writes(conn)
+        for _ in range(2):
+            with pytest.raises(pg.PgasyncError, match="query unexpectedly produced rows"):
+                await conn.query_expect_no_data("SELECT 1")
+        assert _kinds(written) == "BES" * 2
+        assert await _rows(conn, "SELECT 1") == [("1",)]
+
+
+async def test_pipelined_uses_of_a_described_statement(server_kwargs: dict[str, Any]) -> None:
+    async with await _cached(server_kwargs, early_reads=False) as conn:
+        assert await _rows(conn, SELECT_INT, [0]) == [("0",)]
+        written = _record_writes(conn)
+        results = await asyncio.gather(*(_rows(conn, SELECT_INT, [i]) for i in range(20)))
+        assert results == [[(str(i),)] for i in range(20)]
+        assert _kinds(written) == "BES" * 20
+
+
+async def test_a_utility_statement_is_described_every_time(server_kwargs: dict[str, Any]) -> None:
+    # What EXECUTE returns depends on the SQL-level statement it names at that moment,
+    # which a prepared statement of ours does not pin: it is asked every time.
+    async with await _cached(server_kwargs) as conn:
+        await conn.simple_query("PREPARE changing AS SELECT 1 AS one")
+        written = _record_writes(conn)
+        seen: list[Any] = []
+        for _ in range(2):
+            await conn.query("EXECUTE changing", handle_row=lambda n, v: seen.append((n, v)))
+        await conn.simple_query("DEALLOCATE changing")
+        await conn.simple_query("PREPARE changing AS SELECT 'a' AS x, 2 AS y")
+        await conn.query("EXECUTE changing", handle_row=lambda n, v: seen.append((n, v)))
+        assert seen == [(("one",), ("1",))] * 2 + [(("x", "y"), ("a", "2"))]
+        assert "EXECUTE changing" in await _prepared(conn)
+        assert _kinds(written).count("D") == 3

@@ -230,6 +230,89 @@ def test_closes_before_a_bound_statement() -> None:
     assert phase(q) is QueryPhase.DESCRIBING
 
 
+def _known(rows: RowsStart | None, parse: bool = False) -> QueryConversation:
+    q = QueryConversation(parse=parse)
+    q.skip_describe(rows)
+    return q
+
+
+KNOWN_ROWS = RowsStart(COLUMNS, ("A", "B"))
+
+
+def test_a_described_statement_starts_its_rows_at_bind_complete() -> None:
+    # No Describe was sent: BindComplete says what its RowDescription would have.
+    q = _known(KNOWN_ROWS)
+    assert q.described
+    assert q.known_columns == 2
+    events = feed(q, [BC, CommandComplete("SELECT 0"), IDLE])
+    assert events[0] is KNOWN_ROWS
+    assert q.columns == COLUMNS
+    assert events[1:] == [Completed("SELECT 0"), Ready(TransactionStatus.IDLE)]
+
+
+def test_a_described_statement_of_no_rows_goes_on_to_execute() -> None:
+    q = _known(None, parse=True)
+    assert q.known_columns == -2
+    assert feed(q, [PC, BC]) == [None, None]
+    assert phase(q) is QueryPhase.EXECUTING
+    assert feed(q, [CommandComplete("INSERT 0 1"), IDLE])[-1] == Ready(TransactionStatus.IDLE)
+
+
+def test_a_described_statement_of_no_columns_has_rows() -> None:
+    q = _known(RowsStart((), ()))
+    assert q.known_columns == 0
+    assert q.handle_frame(BC.encode()[0], b"") == RowsStart((), ())
+    assert phase(q) is QueryPhase.ROWS
+
+
+@pytest.mark.parametrize(
+    ("rows", "before", "tag"),
+    [
+        (KNOWN_ROWS, [], "Postgres Server Error (state=Binding)"),
+        (KNOWN_ROWS, [BC], PHASE_TAG_DURING_ROWS),
+        (None, [BC], "Postgres Server Error (state=Executing)"),
+    ],
+)
+def test_errors_of_a_described_statement_carry_the_tags_of_a_describe(
+    rows: RowsStart | None, before: list[BackendMessage], tag: str
+) -> None:
+    # The same tags as after the RowDescription or NoData a Describe would have had.
+    q = _known(rows)
+    feed(q, before)
+    assert q.handle(ERR) == ServerError(ERROR_FIELDS, tag)
+
+
+@pytest.mark.parametrize("rows", [KNOWN_ROWS, None])
+@pytest.mark.parametrize("answer", [T, ND])
+def test_a_describe_answer_nobody_asked_for_is_a_violation(
+    rows: RowsStart | None, answer: BackendMessage
+) -> None:
+    encoded = answer.encode()
+    by_message, by_frame = _known(rows), _known(rows)
+    by_message.handle(BC)
+    by_frame.handle(BC)
+    with pytest.raises(PgasyncError) as info:
+        by_message.handle(answer)
+    assert_violation(info.value, answer.NAME)
+    with pytest.raises(PgasyncError) as info:
+        by_frame.handle_frame(encoded[0], encoded[5:])
+    assert_violation(info.value, answer.NAME)
+
+
+def test_a_describe_answer_is_kept() -> None:
+    q = QueryConversation(parse=False)
+    assert not q.described
+    assert q.known_columns == -1
+    feed(q, [BC, T])
+    assert q.described
+    assert q.rows_start is not None
+    assert q.rows_start.columns == COLUMNS
+    q = QueryConversation(parse=False)
+    feed(q, [BC, ND])
+    assert q.described
+    assert q.rows_start is None
+
+
 @pytest.mark.parametrize(
     ("parse", "closes", "messages", "unexpected"),
     [
@@ -757,3 +840,5 @@ def test_handle_frame_is_handle_of_the_decoded_message(frames: list[tuple[int, b
     _same_machines(SimpleQueryConversation, frames)
     _same_machines(QueryConversation, frames)
     _same_machines(lambda: QueryConversation(parse=False), frames)
+    _same_machines(lambda: _known(KNOWN_ROWS), frames)
+    _same_machines(lambda: _known(None, parse=True), frames)

@@ -5,7 +5,9 @@ specification) and ``postgres_async._speedups.scan_reply``. Hypothesis then chec
 the two agree on arbitrary and on mutated bytes, that generated valid replies round-trip,
 and that whatever they accept, the message-by-message path (ReceiveBuffer and
 QueryConversation) accepts too, with the same result: None must only ever mean "read
-the messages one by one", never a different answer.
+the messages one by one", never a different answer. Replies to a statement whose result
+was known (``known_columns``: no Describe, so no RowDescription or NoData) are held to
+that path with the RowDescription or NoData it would have had put back.
 
 ``postgres_async._speedups`` is imported directly (whatever ``POSTGRES_ASYNC_IMPL``
 says). When it was not built its half skips, except in CI (``CI`` set), where a missing
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import gc
 import importlib
+import inspect
 import os
+import re
 import struct
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -563,23 +567,291 @@ def test_without_parse_complete(scan: Scan) -> None:
         assert scan(bytearray(unparsed[:cut]), 0, 1 << 30, NO_LIMIT, False) is None
 
 
+# ---------------------------------------------------------------------------------------
+# a statement whose result is known: no Describe, so no RowDescription or NoData
+
+KNOWN_NO_ROWS = -2
+
+
+def _known_parts(
+    rows: Sequence[Sequence[str | None]] = (),
+    tag: str = "SELECT 1",
+    status: TransactionStatus = TransactionStatus.IDLE,
+    parsed: bool = True,
+) -> list[bytes]:
+    return [
+        *([PARSE] if parsed else []),
+        BIND,
+        *(_row(*r) for r in rows),
+        m.CommandComplete(tag).encode(),
+        m.ReadyForQuery(status).encode(),
+    ]
+
+
+def _described(
+    data: bytes | bytearray, pos: int, parsed: bool, known_columns: int, with_rows: bool
+) -> tuple[bytes, int]:
+    """The same reply as it is when a Describe was sent (NoData, or a RowDescription
+    with ``known_columns`` columns, after BindComplete), and the bytes that adds. Without
+    rows a RowDescription of no columns stands for any count (which may be beyond
+    what one can hold)."""
+    at = pos + (10 if parsed else 5)
+    if known_columns == KNOWN_NO_ROWS:
+        inserted = NO_DATA
+    else:
+        inserted = _description([""] * (known_columns if with_rows else 0))
+    return bytes(data[:at]) + inserted + bytes(data[at:]), len(inserted)
+
+
+# name: (data, known_columns, parsed, row_limit, result)
+KNOWN: dict[str, tuple[bytes, int, bool, int, Reply]] = {}
+
+
+def _known(
+    name: str,
+    known_columns: int,
+    rows: Sequence[Sequence[str | None]] = (),
+    tag: str = "SELECT 1",
+    status: TransactionStatus = TransactionStatus.IDLE,
+    *,
+    parsed: bool = True,
+    row_limit: int = NO_LIMIT,
+) -> None:
+    data = b"".join(_known_parts(rows, tag, status, parsed))
+    result: Reply = (len(data), None, [tuple(r) for r in rows], tag, ord(status.value))
+    KNOWN[name] = (data, known_columns, parsed, row_limit, result)
+
+
+_known("no rows", KNOWN_NO_ROWS, tag="INSERT 0 1")
+_known("no rows, not parsed", KNOWN_NO_ROWS, tag="UPDATE 3", parsed=False)
+_known("no rows, row_limit 0", KNOWN_NO_ROWS, tag="INSERT 0 1", row_limit=0)
+_known(
+    "no rows, failed transaction",
+    KNOWN_NO_ROWS,
+    tag="ROLLBACK",
+    status=TransactionStatus.IN_FAILED_TRANSACTION,
+)
+_known("two columns", 2, [["1", None], ["x" * 20, "é"]], "SELECT 2")
+_known("two columns, not parsed", 2, [["1", None]], parsed=False)
+_known("two columns, none returned", 2, [], "SELECT 0")
+_known("one column, many rows", 1, [[str(i)] for i in range(300)], "SELECT 300")
+_known(
+    "three columns, in a transaction", 3, [["a", "", None]], status=TransactionStatus.IN_TRANSACTION
+)
+_known("zero columns", 0, [[], [], []], "SELECT 3")  # SELECT FROM generate_series(1, 3)
+_known("zero columns, not parsed", 0, [[]], parsed=False)
+_known("zero columns, none returned", 0, [], "SELECT 0")
+_known("row_limit reached exactly", 1, [["1"], ["2"]], row_limit=2)
+_known("row_limit 0, none returned", 3, [], row_limit=0)
+_known("the most columns a DataRow holds, none returned", 65535, [], "SELECT 0")
+_known("more columns than a DataRow holds, none returned", 65536, [], "SELECT 0")
+_known("beyond any C integer, none returned", BIG, [], "SELECT 0")
+
+
+@pytest.mark.parametrize("case", list(KNOWN))
+def test_known_columns(scan: Scan, case: str) -> None:
+    data, known_columns, parsed, row_limit, expected = KNOWN[case]
+    for buffer in (bytearray(data), data):
+        assert scan(buffer, 0, 1 << 30, row_limit, parsed, known_columns) == expected
+        assert buffer == data
+    # After a prefix, and followed by the next reply.
+    prefix = b"Z\x00\x00\x00\x05I\xff"
+    shifted = bytearray(prefix + data + b"".join(BASE))
+    found = scan(shifted, len(prefix), 1 << 30, row_limit, parsed, known_columns)
+    assert found == (len(prefix) + expected[0], *expected[1:])
+    # The reply with its RowDescription or NoData back is the same reply, described.
+    described, added = _described(data, 0, parsed, known_columns, bool(expected[2]))
+    found = scan(bytearray(described), 0, 1 << 30, row_limit, parsed)
+    assert found is not None
+    assert (found[0] - added, None, *found[2:]) == expected
+    via = _message_by_message(described, 0, 1 << 30, parsed)
+    assert (via[0] - added, None, *via[2:]) == expected
+    # Described, it is not the reply expected here.
+    assert scan(bytearray(described), 0, 1 << 30, row_limit, parsed, known_columns) is None
+
+
+@pytest.mark.parametrize("case", list(KNOWN))
+def test_known_columns_every_truncation_is_incomplete(scan: Scan, case: str) -> None:
+    data, known_columns, parsed, row_limit, expected = KNOWN[case]
+    for cut in range(len(data)):
+        assert scan(bytearray(data[:cut]), 0, 1 << 30, row_limit, parsed, known_columns) is None
+    assert scan(bytearray(data), 0, 1 << 30, row_limit, parsed, known_columns) == expected
+
+
+def _k(*messages: bytes) -> bytes:
+    """A reply to a known statement: ParseComplete, BindComplete, then ``messages``."""
+    return b"".join([PARSE, BIND, *messages])
+
+
+_T_NONE = _description([])
+_ROW_1 = _row("1")
+_ROW_0 = _row()
+_D_NOT_UTF8 = _raw(b"D", _d_payload(_i32(1) + b"\xff", _i32(-1), count=2))
+
+# name: (data, known_columns)
+KNOWN_NOT_ORDINARY: dict[str, tuple[bytes, int]] = {
+    "nothing": (b"", KNOWN_NO_ROWS),
+    "no BindComplete": (b"".join([PARSE, D_AB, SELECT_1, READY]), 2),
+    "no CommandComplete": (_k(D_AB, READY), 2),
+    "no ReadyForQuery": (_k(SELECT_1), KNOWN_NO_ROWS),
+    # a description where none is expected
+    "no rows, NoData": (_k(NO_DATA, SELECT_1, READY), KNOWN_NO_ROWS),
+    "no rows, RowDescription": (_k(T_AB, SELECT_1, READY), KNOWN_NO_ROWS),
+    "no rows, RowDescription and a DataRow": (_k(T_AB, D_AB, SELECT_1, READY), KNOWN_NO_ROWS),
+    "rows, NoData": (_k(NO_DATA, SELECT_1, READY), 2),
+    "zero columns, NoData": (_k(NO_DATA, SELECT_1, READY), 0),
+    "rows, RowDescription": (_k(T_AB, D_AB, SELECT_1, READY), 2),
+    "rows, RowDescription and none returned": (_k(T_AB, SELECT_1, READY), 2),
+    "zero columns, zero-column RowDescription": (_k(_T_NONE, _ROW_0, SELECT_1, READY), 0),
+    "rows, RowDescription after the rows": (_k(D_AB, T_AB, SELECT_1, READY), 2),
+    "rows, NoData after the rows": (_k(D_AB, NO_DATA, SELECT_1, READY), 2),
+    # rows where none are expected
+    "no rows, a DataRow": (_k(D_AB, SELECT_1, READY), KNOWN_NO_ROWS),
+    "no rows, a zero-column DataRow": (_k(_ROW_0, SELECT_1, READY), KNOWN_NO_ROWS),
+    "no rows, a DataRow after CommandComplete": (_k(SELECT_1, D_AB, READY), KNOWN_NO_ROWS),
+    "rows, a DataRow after CommandComplete": (_k(D_AB, SELECT_1, D_AB, READY), 2),
+    # column counts
+    "too few columns": (_k(D_AB, SELECT_1, READY), 3),
+    "too many columns": (_k(D_AB, SELECT_1, READY), 1),
+    "zero columns, a one-column row": (_k(_ROW_1, SELECT_1, READY), 0),
+    "zero columns, after zero-column rows": (_k(_ROW_0, _ROW_0, _ROW_1, SELECT_1, READY), 0),
+    "one column, a zero-column row": (_k(_ROW_0, SELECT_1, READY), 1),
+    "the second row's count differs": (_k(D_AB, _ROW_1, SELECT_1, READY), 2),
+    # counts a C integer of some width could wrap to 2
+    "65538 columns, a row of 2": (_k(D_AB, SELECT_1, READY), 65538),
+    "2**32 + 2 columns, a row of 2": (_k(D_AB, SELECT_1, READY), 2**32 + 2),
+    "2**64 + 2 columns, a row of 2": (_k(D_AB, SELECT_1, READY), 2**64 + 2),
+    "beyond any C integer, a row": (_k(D_AB, SELECT_1, READY), BIG),
+    # malformed rows, other replies
+    "DataRow not UTF-8": (_k(D_AB, _D_NOT_UTF8, SELECT_1, READY), 2),
+    "DataRow with a trailing byte": (_k(_raw(b"D", D_AB[5:] + b"\0"), SELECT_1, READY), 2),
+    "DataRow, length field beyond the data": (_k(D_AB[:1] + _i32(MAX_INT32)), 2),
+    "EmptyQueryResponse": (_k(m.EmptyQueryResponse().encode(), READY), KNOWN_NO_ROWS),
+    "PortalSuspended": (_k(D_AB, m.PortalSuspended().encode(), READY), 2),
+    "ErrorResponse during rows": (
+        _k(D_AB, m.ErrorResponse({"S": "ERROR", "C": "22012", "M": "boom"}).encode(), READY),
+        2,
+    ),
+    "CopyOutResponse": (_k(m.CopyOutResponse(0, (0,)).encode()), KNOWN_NO_ROWS),
+}
+
+
+@pytest.mark.parametrize("case", list(KNOWN_NOT_ORDINARY))
+def test_known_columns_not_ordinary(scan: Scan, case: str) -> None:
+    data, known_columns = KNOWN_NOT_ORDINARY[case]
+    assert scan(bytearray(data), 0, 1 << 30, NO_LIMIT, True, known_columns) is None
+    assert scan(data, 0, 1 << 30, NO_LIMIT, True, known_columns) is None
+
+
+def test_known_columns_widest_row(scan: Scan) -> None:
+    """A DataRow holds at most 65535 columns: that many match, one more never."""
+    data = bytearray(_k(_row(*[None] * 65535), SELECT_1, READY))
+    found = scan(data, 0, 1 << 30, NO_LIMIT, True, 65535)
+    assert found == (len(data), None, [(None,) * 65535], "SELECT 1", ord("I"))
+    for known_columns in (65534, 65536, 2**16 + 65535, 2**32 + 65535, BIG):
+        assert scan(data, 0, 1 << 30, NO_LIMIT, True, known_columns) is None
+
+
+def test_known_columns_row_limit(scan: Scan) -> None:
+    for known_columns, rows in ((1, [["1"], ["2"], ["3"]]), (0, [[], [], []])):
+        three = bytearray(b"".join(_known_parts(rows)))
+        expected = (len(three), None, [tuple(r) for r in rows], "SELECT 1", ord("I"))
+        for limit in (3, 4, NO_LIMIT, BIG):
+            assert scan(three, 0, 1 << 30, limit, True, known_columns) == expected
+        for limit in (2, 1, 0, -1, -BIG):
+            assert scan(three, 0, 1 << 30, limit, True, known_columns) is None
+    for known_columns in (KNOWN_NO_ROWS, 0, 2):
+        none = bytearray(b"".join(_known_parts([])))
+        assert scan(none, 0, 1 << 30, 0, True, known_columns) is not None
+        assert scan(none, 0, 1 << 30, -1, True, known_columns) is None
+        assert scan(none, 0, 1 << 30, -BIG, True, known_columns) is None
+
+
+def test_known_columns_parsed(scan: Scan) -> None:
+    for known_columns, rows in ((KNOWN_NO_ROWS, []), (0, [[]]), (2, [["1", None]])):
+        whole = bytearray(b"".join(_known_parts(rows, parsed=True)))
+        unparsed = bytearray(b"".join(_known_parts(rows, parsed=False)))
+        assert scan(whole, 0, 1 << 30, NO_LIMIT, True, known_columns) is not None
+        assert scan(unparsed, 0, 1 << 30, NO_LIMIT, False, known_columns) is not None
+        assert scan(whole, 0, 1 << 30, NO_LIMIT, False, known_columns) is None
+        assert scan(unparsed, 0, 1 << 30, NO_LIMIT, True, known_columns) is None
+
+
+def test_known_columns_max_length(scan: Scan) -> None:
+    parts = _known_parts([["1", "x" * 100]])
+    data = bytearray(b"".join(parts))
+    longest = max(map(len, parts))
+    assert scan(data, 0, longest, NO_LIMIT, True, 2) is not None
+    assert scan(data, 0, longest - 1, NO_LIMIT, True, 2) is None
+
+
+def test_known_columns_default(scan: Scan) -> None:
+    """-1, the default: a Describe was sent."""
+    whole = bytearray(b"".join(BASE))
+    assert scan(whole, 0, 1 << 30, NO_LIMIT, True, -1) == BASE_RESULT
+    assert scan(whole, 0, 1 << 30, NO_LIMIT, True) == BASE_RESULT
+    unparsed = whole[len(PARSE) :]
+    assert scan(unparsed, 0, 1 << 30, NO_LIMIT, False, -1) == scan(
+        unparsed, 0, 1 << 30, NO_LIMIT, False
+    )
+    # Neither a RowDescription nor NoData: not what a Describe gets.
+    assert scan(bytearray(_k(D_AB, SELECT_1, READY)), 0, 1 << 30, NO_LIMIT, True, -1) is None
+    assert scan(bytearray(_k(SELECT_1, READY)), 0, 1 << 30, NO_LIMIT, True, -1) is None
+
+
+_INVALID_KNOWN = (-3, -4, -(2**31), -(2**63), -BIG)
+
+
+_INVALID_KNOWN_MESSAGE = "scan_reply: known_columns must be -2, -1 or a column count"
+
+
+def test_known_columns_invalid(scan: Scan) -> None:
+    for known_columns in _INVALID_KNOWN:
+        for data in (bytearray(b"".join(BASE)), bytearray(), b""):
+            for pos in (0, BIG):
+                with pytest.raises(ValueError, match=re.escape(_INVALID_KNOWN_MESSAGE)):
+                    scan(data, pos, 1 << 30, NO_LIMIT, True, known_columns)
+        # A negative pos is reported first.
+        with pytest.raises(ValueError, match="pos must not be negative"):
+            scan(bytearray(), -1, 1 << 30, NO_LIMIT, False, known_columns)
+
+
+def test_known_columns_invalid_same_error(speedups: ModuleType) -> None:
+    for known_columns in _INVALID_KNOWN:
+        args = (bytearray(b"".join(BASE)), 0, 1 << 30, NO_LIMIT, True, known_columns)
+        expected = outcome(py_scan_reply, *args)
+        assert expected[0] == "raised"
+        assert outcome(speedups.scan_reply, *args) == expected
+
+
 def test_signature(speedups: ModuleType) -> None:
-    with pytest.raises(TypeError, match="4 or 5"):
+    with pytest.raises(TypeError, match="4 to 6"):
         speedups.scan_reply(bytearray(), 0, 1)
-    with pytest.raises(TypeError, match="4 or 5"):
-        speedups.scan_reply(bytearray(), 0, 1, 2, True, 6)
+    with pytest.raises(TypeError, match="4 to 6"):
+        speedups.scan_reply(bytearray(), 0, 1, 2, True, -1, 7)
     with pytest.raises(TypeError):
         speedups.scan_reply("not a buffer", 0, 1, 2)
     with pytest.raises(TypeError):
         speedups.scan_reply(bytearray(), "0", 1, 2)
     with pytest.raises(TypeError):
         speedups.scan_reply(bytearray(), 0, None, 2)
+    for not_an_int in ("2", None, 2.0):
+        with pytest.raises(TypeError):
+            speedups.scan_reply(bytearray(), 0, 1, 2, True, not_an_int)
+    parameters = list(inspect.signature(speedups.scan_reply).parameters.values())
+    assert [p.name for p in parameters] == list(inspect.signature(py_scan_reply).parameters)
+    assert [p.default for p in parameters[4:]] == [True, -1]
+    assert all(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in parameters)
 
 
 def test_rows_are_untracked(speedups: ModuleType) -> None:
     """As in parse_data_rows: tuples of str and None are left to no collector."""
     data = bytearray(b"".join(_parts(["a", "b"], [["1", None], ["x" * 20, "é"]])))
     result = speedups.scan_reply(data, 0, 1 << 30, NO_LIMIT)
+    assert result is not None
+    assert not any(gc.is_tracked(row) for row in result[2])
+    data = bytearray(b"".join(_known_parts([["1", None], ["x" * 20, "é"]])))
+    result = speedups.scan_reply(data, 0, 1 << 30, NO_LIMIT, True, 2)
     assert result is not None
     assert not any(gc.is_tracked(row) for row in result[2])
 
@@ -605,6 +877,18 @@ def test_no_leaks(speedups: ModuleType) -> None:
     for data in buffers:
         assert leaked_bytes(speedups.scan_reply, bytearray(data), 0, 1 << 30, NO_LIMIT) < 20000
     assert leaked_bytes(speedups.scan_reply, bytearray(buffers[0]), -1, 1 << 30, NO_LIMIT) < 20000
+    known = [
+        (b"".join(_known_parts([["abc", None], ["x" * 30, "é"]] * 3)), 2),
+        (b"".join(_known_parts([[]] * 5)), 0),
+        (b"".join(_known_parts([])), KNOWN_NO_ROWS),
+        (_k(D_AB, D_AB, _D_NOT_UTF8, SELECT_1, READY), 2),
+        (_k(D_AB, _ROW_1, SELECT_1, READY), 2),
+        (b"".join(BASE), 2),
+        (b"".join(BASE), -3),
+    ]
+    for data, known_columns in known:
+        args = (bytearray(data), 0, 1 << 30, NO_LIMIT, True, known_columns)
+        assert leaked_bytes(speedups.scan_reply, *args) < 20000
 
 
 # ---------------------------------------------------------------------------------------
@@ -612,21 +896,43 @@ def test_no_leaks(speedups: ModuleType) -> None:
 
 
 def _check_same(
-    speedups: ModuleType, data: bytes, pos: int, max_length: int, limit: int, parsed: bool = True
+    speedups: ModuleType,
+    data: bytes,
+    pos: int,
+    max_length: int,
+    limit: int,
+    parsed: bool = True,
+    known_columns: int = -1,
 ) -> Any:
     """Both give the same outcome; what they accept, the message path gives too."""
     buffer = bytearray(data)
-    expected = outcome(py_scan_reply, buffer, pos, max_length, limit, parsed)
-    actual = outcome(speedups.scan_reply, buffer, pos, max_length, limit, parsed)
+    args = (buffer, pos, max_length, limit, parsed, known_columns)
+    expected = outcome(py_scan_reply, *args)
+    actual = outcome(speedups.scan_reply, *args)
     assert actual == expected
     assert buffer == data
     buffer.append(0)  # BufferError if the C code had kept its export
-    if pos >= 0:
+    if pos >= 0 and known_columns >= KNOWN_NO_ROWS:
         assert expected[0] == "value", expected  # never raises for any bytes
-    event("ordinary" if expected[0] == "value" and expected[1] is not None else "not")
-    if expected[0] == "value" and expected[1] is not None:
-        assert _message_by_message(data, pos, max_length, parsed) == expected[1]
-    return expected[1] if expected[0] == "value" else None
+    elif pos >= 0:
+        assert expected[0] == "raised", expected
+        assert expected[1] == (ValueError, (_INVALID_KNOWN_MESSAGE,)), expected
+    result = cast(Reply | None, expected[1]) if expected[0] == "value" else None
+    mode = "described" if known_columns == -1 else "known columns"
+    event(f"{mode}: {'ordinary' if result is not None else 'not'}")
+    if result is None:
+        return None
+    if known_columns == -1:
+        assert _message_by_message(data, pos, max_length, parsed) == result
+        return result
+    # Known columns: the message path, given the description it would have had.
+    assert result[1] is None
+    assert known_columns != KNOWN_NO_ROWS or result[2] == []
+    assert all(len(row) == known_columns for row in result[2])
+    described, added = _described(data, pos, parsed, known_columns, bool(result[2]))
+    via = _message_by_message(described, pos, max(max_length, added), parsed)
+    assert (via[0] - added, None, *via[2:]) == result
+    return result
 
 
 _names = st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), max_size=6)
@@ -649,9 +955,13 @@ _values = st.one_of(st.none(), _texts)
 
 
 @st.composite
-def _replies(draw: st.DrawFn, parsed: bool = True) -> tuple[list[bytes], Reply]:
-    """(messages, result) of a valid reply, encoded by the messages module; without
-    ParseComplete unless ``parsed``."""
+def _replies(
+    draw: st.DrawFn, parsed: bool = True, described: bool = True
+) -> tuple[list[bytes], Reply, int]:
+    """(messages, result, known_columns) of a valid reply, encoded by the messages
+    module; without ParseComplete unless ``parsed``. ``known_columns`` is what the
+    statement's description says (-2: NoData); unless ``described`` that description
+    is not among the messages nor in the result."""
     columns = draw(st.none() | st.lists(_columns, max_size=5).map(tuple))
     rows: list[tuple[str | None, ...]] = []
     if columns is not None:
@@ -662,7 +972,7 @@ def _replies(draw: st.DrawFn, parsed: bool = True) -> tuple[list[bytes], Reply]:
     parts = [
         *([PARSE] if parsed else []),
         BIND,
-        NO_DATA if description is None else description,
+        *([NO_DATA if description is None else description] if described else []),
         *(
             m.DataRow(tuple(None if v is None else v.encode() for v in row)).encode()
             for row in rows
@@ -671,46 +981,67 @@ def _replies(draw: st.DrawFn, parsed: bool = True) -> tuple[list[bytes], Reply]:
         m.ReadyForQuery(status).encode(),
     ]
     size = sum(len(p) for p in parts)
-    return parts, (
+    result: Reply = (
         size,
-        None if description is None else description[5:],
+        None if description is None or not described else description[5:],
         rows,
         tag,
         ord(status.value),
     )
+    return parts, result, KNOWN_NO_ROWS if columns is None else len(columns)
 
 
 @SETTINGS
 @given(
     parsed=st.booleans(),
+    described=st.booleans(),
     data=st.data(),
     prefix=st.binary(max_size=6),
     suffix=st.binary(max_size=6),
 )
 def test_round_trip(
-    speedups: ModuleType, parsed: bool, data: st.DataObject, prefix: bytes, suffix: bytes
+    speedups: ModuleType,
+    parsed: bool,
+    described: bool,
+    data: st.DataObject,
+    prefix: bytes,
+    suffix: bytes,
 ) -> None:
-    parts, result = data.draw(_replies(parsed))
+    parts, result, known = data.draw(_replies(parsed, described))
+    known_columns = -1 if described else known
     whole = prefix + b"".join(parts) + suffix
     start = len(prefix)
     expected = (start + result[0], *result[1:])
     rows = len(result[2])
-    assert _check_same(speedups, whole, start, 1 << 30, rows, parsed) == expected
+    assert _check_same(speedups, whole, start, 1 << 30, rows, parsed, known_columns) == expected
     longest = max(map(len, parts))
-    assert _check_same(speedups, whole, start, longest, NO_LIMIT, parsed) == expected
-    assert _check_same(speedups, whole, start, 1 << 30, rows - 1, parsed) is None
-    # Not the other shape.
-    assert _check_same(speedups, whole, start, 1 << 30, rows, not parsed) is None
+    assert _check_same(speedups, whole, start, longest, NO_LIMIT, parsed, known_columns) == expected
+    assert _check_same(speedups, whole, start, 1 << 30, rows - 1, parsed, known_columns) is None
+    # Not the other shapes.
+    assert _check_same(speedups, whole, start, 1 << 30, rows, not parsed, known_columns) is None
+    if described:
+        assert _check_same(speedups, whole, start, 1 << 30, rows, parsed, known) is None
+    else:
+        assert _check_same(speedups, whole, start, 1 << 30, rows, parsed, -1) is None
+        if rows:
+            for other in (KNOWN_NO_ROWS, known + 1, *([known - 1] if known else [])):
+                assert _check_same(speedups, whole, start, 1 << 30, rows, parsed, other) is None
+        else:  # no rows fit any count, and "no rows"
+            for other in (KNOWN_NO_ROWS, 0, 1, 7, 65536, BIG):
+                assert _check_same(speedups, whole, start, 1 << 30, rows, parsed, other) == expected
     cut = whole[: expected[0] - 1]  # without the status byte
-    assert _check_same(speedups, cut, start, 1 << 30, rows, parsed) is None
+    assert _check_same(speedups, cut, start, 1 << 30, rows, parsed, known_columns) is None
 
 
 _interesting_lengths = st.sampled_from([-(2**31), -1, 0, 3, 4, 5, 6, 7, 8, 30000, 30001, MAX_INT32])
 
 
 @st.composite
-def _mutated(draw: st.DrawFn) -> bytes:
-    parts, _ = draw(_replies())
+def _mutated(draw: st.DrawFn) -> tuple[bytes, int]:
+    """(bytes, known_columns): a valid reply, described or not, mutated; known_columns
+    is -1 for a described one, else what its statement's description says."""
+    described = draw(st.booleans())
+    parts, _, known = draw(_replies(described=described))
     parts = list(parts)
     for _ in range(draw(st.integers(1, 3))):
         action = draw(
@@ -741,7 +1072,19 @@ def _mutated(draw: st.DrawFn) -> bytes:
             i = draw(st.integers(0, len(parts)))
             extra = draw(
                 st.sampled_from(
-                    [*_FOREIGN.values(), PARSE, BIND, NO_DATA, T_AB, D_AB, _row(), SELECT_1, READY]
+                    [
+                        *_FOREIGN.values(),
+                        PARSE,
+                        BIND,
+                        NO_DATA,
+                        T_AB,
+                        _T_NONE,
+                        D_AB,
+                        _ROW_0,
+                        _ROW_1,
+                        SELECT_1,
+                        READY,
+                    ]
                 )
             )
             parts.insert(i, extra)
@@ -750,31 +1093,47 @@ def _mutated(draw: st.DrawFn) -> bytes:
         elif action == "swap" and len(parts) > 1:
             i = draw(st.integers(0, len(parts) - 2))
             parts[i], parts[i + 1] = parts[i + 1], parts[i]
-    return b"".join(parts)
+    return b"".join(parts), -1 if described else known
 
 
 _max_lengths = st.one_of(
     st.just(1 << 30), st.integers(-2, 80), st.just(MAX_INT32 + 1), st.just(BIG), st.just(-BIG)
 )
 _row_limits = st.one_of(st.just(NO_LIMIT), st.integers(-2, 8), st.just(BIG), st.just(-BIG))
+# Mostly the valid ones; the invalid ones must raise the same ValueError in both.
+_known_columns = st.one_of(
+    st.sampled_from([-2, -1, 0, 1, 2, 3]),
+    st.integers(-2, 8),
+    st.sampled_from([65535, 65536, 2**32 + 2, BIG]),
+    st.sampled_from([-3, -(2**63), -BIG]),
+)
 
 
 @SETTINGS
 @given(
-    data=_mutated(),
+    mutated=_mutated(),
     pos=st.one_of(st.just(0), st.integers(0, 12), st.just(BIG), st.just(-1)),
     max_length=st.one_of(st.just(1 << 30), _max_lengths),
     row_limit=st.one_of(st.just(NO_LIMIT), _row_limits),
     parsed=st.booleans(),
+    known_columns=_known_columns,
 )
 def test_mutated_replies(
-    speedups: ModuleType, data: bytes, pos: int, max_length: int, row_limit: int, parsed: bool
+    speedups: ModuleType,
+    mutated: tuple[bytes, int],
+    pos: int,
+    max_length: int,
+    row_limit: int,
+    parsed: bool,
+    known_columns: int,
 ) -> None:
-    _check_same(speedups, data, 0, 1 << 30, NO_LIMIT)
-    _check_same(speedups, data, 0, 1 << 30, NO_LIMIT, False)
+    data, known = mutated
+    _check_same(speedups, data, 0, 1 << 30, NO_LIMIT, True, known)
+    _check_same(speedups, data, 0, 1 << 30, NO_LIMIT, False, known)
     # With ParseComplete cut off, the same reply is one of the "not parsed" kind.
-    _check_same(speedups, data, 5, 1 << 30, NO_LIMIT, False)
+    _check_same(speedups, data, 5, 1 << 30, NO_LIMIT, False, known)
     _check_same(speedups, data, pos, max_length, row_limit, parsed)
+    _check_same(speedups, data, pos, max_length, row_limit, parsed, known_columns)
 
 
 _openings = st.sampled_from(
@@ -785,6 +1144,10 @@ _openings = st.sampled_from(
         PARSE + BIND + b"n\0\0\0\x04",
         PARSE + BIND + T_AB,
         PARSE + BIND + b"T",
+        PARSE + BIND + D_AB,
+        PARSE + BIND + _ROW_0,
+        PARSE + BIND + b"D",
+        PARSE + BIND + b"C",
     ]
 )
 
@@ -796,10 +1159,20 @@ _openings = st.sampled_from(
     pos=st.integers(0, 100) | st.just(BIG),
     max_length=_max_lengths,
     row_limit=_row_limits,
+    known_columns=_known_columns,
 )
 def test_arbitrary_bytes(
-    speedups: ModuleType, opening: bytes, rest: bytes, pos: int, max_length: int, row_limit: int
+    speedups: ModuleType,
+    opening: bytes,
+    rest: bytes,
+    pos: int,
+    max_length: int,
+    row_limit: int,
+    known_columns: int,
 ) -> None:
     _check_same(speedups, opening + rest, 0, max_length, row_limit)
     _check_same(speedups, opening + rest, pos, max_length, row_limit)
     _check_same(speedups, opening + rest, pos, max_length, row_limit, False)
+    _check_same(speedups, opening + rest, 0, max_length, row_limit, True, known_columns)
+    _check_same(speedups, opening + rest, 5, max_length, row_limit, False, known_columns)
+    _check_same(speedups, opening + rest, pos, max_length, row_limit, False, known_columns)

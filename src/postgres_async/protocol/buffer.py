@@ -160,16 +160,19 @@ class ReceiveBuffer:
         return rows
 
     def take_ordinary_reply(
-        self, row_limit: int, parsed: bool = True
+        self, row_limit: int, parsed: bool = True, known_columns: int = -1
     ) -> tuple[bytes | None, list[tuple[str | None, ...]], str, int] | None:
         """A whole ordinary query reply, if the compiled scanner is active and one is
         here: (RowDescription payload or None for NoData, rows, tag, status byte).
-        ``parsed``: whether it starts with ParseComplete (see ``reply.scan_reply``).
-        Consumed only when recognised; anything else stays for the message path."""
+        ``parsed``: whether it starts with ParseComplete; ``known_columns``: what no
+        Describe was sent to ask (see ``reply.scan_reply``). Consumed only when
+        recognised; anything else stays for the message path."""
         scan = _accel.scan_reply
         if scan is None:
             return None
-        found = scan(self._data, self._pos, self.max_message_length, row_limit, parsed)
+        found = scan(
+            self._data, self._pos, self.max_message_length, row_limit, parsed, known_columns
+        )
         if found is None:
             return None
         self._pos, description, rows, tag, status = found

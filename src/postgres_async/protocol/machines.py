@@ -200,13 +200,25 @@ class QueryConversation:
     With a statement cache the exchange may start with ``closes`` Close (statement)
     messages, and a query binding a statement prepared earlier sends no Parse
     (``parse=False``): the replies then start with CloseComplete, or at BindComplete.
+    Nor does one binding a statement already described (see ``skip_describe``): no
+    RowDescription or NoData then comes, and what it would have said is known.
 
     DataRows are not fed here: while ``phase`` is ROWS the driver decodes them in
     batches straight from the buffer (see ``ReceiveBuffer.take_data_rows``) and feeds
     only what is not a DataRow.
     """
 
-    __slots__ = ("closes_owed", "columns", "error_seen", "failed_in", "parse_owed", "phase")
+    __slots__ = (
+        "closes_owed",
+        "columns",
+        "describe_sent",
+        "described",
+        "error_seen",
+        "failed_in",
+        "parse_owed",
+        "phase",
+        "rows_start",
+    )
 
     def __init__(self, parse: bool = True, closes: int = 0) -> None:
         # ParseComplete still to come: it stays True if the Parse failed.
@@ -217,9 +229,44 @@ class QueryConversation:
         else:
             self.phase = QueryPhase.PARSING if parse else QueryPhase.BINDING
         self.columns: tuple[ColumnMetadata, ...] | None = None
+        # Whether the exchange has a Describe (portal); once its answer is here (or,
+        # without one, from the start) ``described`` is True and ``rows_start`` is
+        # what it said: the columns, or None for NoData.
+        self.describe_sent = True
+        self.described = False
+        self.rows_start: RowsStart | None = None
         self.error_seen = False
         # The phase the server's error arrived in (None: no error).
         self.failed_in: QueryPhase | None = None
+
+    def skip_describe(self, rows_start: RowsStart | None) -> None:
+        """No Describe was sent: the statement is known to give ``rows_start`` (None:
+        no rows). At BindComplete the exchange goes on as if that had been the answer,
+        so callers see the same events (and error phases) as with a Describe."""
+        self.describe_sent = False
+        self.described = True
+        self.rows_start = rows_start
+
+    @property
+    def known_columns(self) -> int:
+        """``scan_reply``'s ``known_columns`` for this exchange."""
+        if self.describe_sent:
+            return -1
+        rows_start = self.rows_start
+        return -2 if rows_start is None else len(rows_start.columns)
+
+    def _bound(self) -> RowsStart | None:
+        """BindComplete arrived."""
+        if self.describe_sent:
+            self.phase = QueryPhase.DESCRIBING
+            return None
+        rows_start = self.rows_start
+        if rows_start is None:
+            self.phase = QueryPhase.EXECUTING
+            return None
+        self.columns = rows_start.columns
+        self.phase = QueryPhase.ROWS
+        return rows_start
 
     @property
     def at_start(self) -> bool:
@@ -235,8 +282,8 @@ class QueryConversation:
     def take_parse_bind_complete(self, buffer: ReceiveBuffer) -> bool:
         """At the start, consume (ParseComplete +) BindComplete in one step if already
         buffered (they always arrive together with what follows)."""
-        if not self.at_start:
-            return False
+        if not self.at_start or not self.describe_sent:
+            return False  # without a Describe, BindComplete may start the rows: an event
         if buffer.skip(_PARSE_BIND_COMPLETE if self.parse_owed else _BIND_COMPLETE_MESSAGE):
             self.parse_owed = False
             self.phase = QueryPhase.DESCRIBING
@@ -251,14 +298,25 @@ class QueryConversation:
             phase is QueryPhase.PARSING or (phase is QueryPhase.BINDING and not self.parse_owed)
         ):
             return None
-        found = buffer.take_ordinary_reply(row_limit, self.parse_owed)
-        if found is None:
-            return None
-        description, rows, tag, status = found
-        columns = None
-        if description is not None:
-            columns = describe_rows(description)
-            self.columns = columns.columns
+        if self.describe_sent:
+            found = buffer.take_ordinary_reply(row_limit, self.parse_owed)
+            if found is None:
+                return None
+            description, rows, tag, status = found
+            columns = None
+            if description is not None:
+                columns = describe_rows(description)
+                self.columns = columns.columns
+            self.rows_start = columns
+            self.described = True
+        else:
+            found = buffer.take_ordinary_reply(row_limit, self.parse_owed, self.known_columns)
+            if found is None:
+                return None
+            _, rows, tag, status = found
+            columns = self.rows_start
+            if columns is not None:
+                self.columns = columns.columns
         self.parse_owed = False
         self.phase = QueryPhase.DONE
         return columns, rows, tag, TRANSACTION_STATUS_BY_BYTE[status]
@@ -275,8 +333,7 @@ class QueryConversation:
                 return None
         elif type_code == _BIND_COMPLETE:
             if phase is QueryPhase.BINDING:
-                self.phase = QueryPhase.DESCRIBING
-                return None
+                return self._bound()
         elif type_code == _COMMAND_COMPLETE:
             if phase is QueryPhase.ROWS or phase is QueryPhase.EXECUTING:
                 tag = command_tag(payload)
@@ -291,11 +348,14 @@ class QueryConversation:
                     return Ready(status)
         elif type_code == _NO_DATA and phase is QueryPhase.DESCRIBING:
             self.phase = QueryPhase.EXECUTING
+            self.described = True
             return None
         elif type_code == _ROW_DESCRIPTION and phase is QueryPhase.DESCRIBING:
             event = describe_rows(payload)
             self.columns = event.columns
             self.phase = QueryPhase.ROWS
+            self.rows_start = event
+            self.described = True
             return event
         return self.handle(decode_backend(type_code, payload))
 
@@ -320,15 +380,18 @@ class QueryConversation:
             self.phase = QueryPhase.BINDING
             return None
         if phase is QueryPhase.BINDING and isinstance(message, BindComplete):
-            self.phase = QueryPhase.DESCRIBING
-            return None
+            return self._bound()
         if phase is QueryPhase.DESCRIBING:
             if isinstance(message, RowDescription):
                 self.columns = message.columns
                 self.phase = QueryPhase.ROWS
-                return RowsStart(message.columns, tuple(c.name for c in message.columns))
+                event = RowsStart(message.columns, tuple(c.name for c in message.columns))
+                self.rows_start = event
+                self.described = True
+                return event
             if isinstance(message, NoData):
                 self.phase = QueryPhase.EXECUTING
+                self.described = True
                 return None
         if phase is QueryPhase.EXECUTING:
             if isinstance(message, CommandComplete):

@@ -1,12 +1,13 @@
 """The whole reply to an ordinary extended-protocol query, recognised in one call.
 
 Almost every query gets the same reply: ParseComplete, BindComplete, RowDescription
-(or NoData), some DataRows, CommandComplete, ReadyForQuery. ``scan_reply`` takes all of
-it at once when all of it is already buffered and every message is well-formed;
-anything else (a message not all here yet, an error, a notice, a parameter status, a
-notification, COPY, an empty query, any malformation) is "not the ordinary case" and
-answered with None, so that the caller reads the messages one by one as before, where
-problems are reported properly.
+(or NoData), some DataRows, CommandComplete, ReadyForQuery (without the RowDescription
+or NoData when the client knew the statement's result already and sent no Describe).
+``scan_reply`` takes all of it at once when all of it is already buffered and every
+message is well-formed; anything else (a message not all here yet, an error, a notice,
+a parameter status, a notification, COPY, an empty query, any malformation) is "not the
+ordinary case" and answered with None, so that the caller reads the messages one by one
+as before, where problems are reported properly.
 
 It accepts only what that message-by-message path accepts, with the same results: so
 besides the shape of each message, every length is held to ``max_length`` as
@@ -50,18 +51,33 @@ Reply = tuple[int, bytes | None, list[tuple[str | None, ...]], str, int]
 
 
 def scan_reply(
-    data: bytes | bytearray, pos: int, max_length: int, row_limit: int, parsed: bool = True
+    data: bytes | bytearray,
+    pos: int,
+    max_length: int,
+    row_limit: int,
+    parsed: bool = True,
+    known_columns: int = -1,
 ) -> Reply | None:
     """The ordinary reply that starts at ``data[pos]``, if all of it is there, else None.
 
     The reply is ParseComplete (only if ``parsed``: a query binding a statement
     prepared earlier sends no Parse), BindComplete, then NoData or a RowDescription
     followed by at most ``row_limit`` DataRows, then CommandComplete and ReadyForQuery,
-    each message whole and well-formed, nothing else in between. Never raises for any
-    bytes; a negative ``pos`` is a ValueError.
+    each message whole and well-formed, nothing else in between.
+
+    ``known_columns`` other than -1 says no Describe was sent, because the caller
+    already knows the statement's result: -2 for no rows (CommandComplete follows
+    BindComplete), n >= 0 for rows of n columns (at most ``row_limit`` DataRows of
+    exactly n columns follow BindComplete). There is then no NoData or RowDescription,
+    and the description returned is None.
+
+    Never raises for any bytes; a negative ``pos``, or ``known_columns`` below -2, is a
+    ValueError.
     """
     if pos < 0:
         raise ValueError("scan_reply: pos must not be negative")
+    if known_columns < -2:
+        raise ValueError("scan_reply: known_columns must be -2, -1 or a column count")
 
     if parsed:
         message = _message(data, pos, max_length)
@@ -73,29 +89,34 @@ def scan_reply(
         return None
 
     message = _message(data, message[2], max_length)
-    if message is None:
-        return None
-    kind, start, end = message
     description: bytes | None = None
+    column_count: int | None = None  # None: no DataRow may follow
+    if known_columns == -1:
+        # Described: NoData or a RowDescription says what follows.
+        if message is None:
+            return None
+        kind, start, end = message
+        if kind == _NO_DATA:
+            if start != end:
+                return None
+        elif kind == _ROW_DESCRIPTION:
+            description = bytes(data[start:end])
+            column_count = _column_count(description)
+            if column_count is None:
+                return None
+        else:
+            return None
+        message = _message(data, end, max_length)
+    elif known_columns >= 0:
+        column_count = known_columns
     rows: list[tuple[str | None, ...]] = []
-    if kind == _NO_DATA:
-        if start != end:
-            return None
-        message = _message(data, end, max_length)
-    elif kind == _ROW_DESCRIPTION:
-        description = bytes(data[start:end])
-        column_count = _column_count(description)
-        if column_count is None:
-            return None
-        message = _message(data, end, max_length)
+    if column_count is not None:
         while message is not None and message[0] == _DATA_ROW:
             row = _data_row(data, message[1], message[2], column_count)
             if row is None:
                 return None
             rows.append(row)
             message = _message(data, message[2], max_length)
-    else:
-        return None
     if len(rows) > row_limit:
         return None
 
