@@ -159,12 +159,12 @@ WIRE_STATEMENT = "wire_select"
 
 class WireConnection(asyncio.Protocol):
     """The floor for workload 1: what an asyncio client costs when it does nothing but
-    the wire. Per query it builds the same five messages postgres_async sends (four,
-    binding a statement prepared at connect, with ``+prepared``: what postgres_async
-    sends with its statement cache), writes them, waits on one future until the reply
-    ends with ReadyForQuery, and walks the reply only to take the one value: no state
-    machine, no checks, no error handling (it trusts the server, and needs trust
-    authentication). Not a client: a reference for how much of a client's figure is
+    the wire. Per query it builds the same five messages postgres_async sends (with
+    ``+prepared``, what postgres_async sends with its statement cache: Bind of a
+    statement prepared and described at connect, Execute, Sync), writes them, waits on
+    one future until the reply ends with ReadyForQuery, and walks the reply only to take
+    the one value: no state machine, no checks, no error handling (it trusts the server,
+    and needs trust authentication). Not a client: a reference for how much of a client's figure is
     Python, asyncio and the kernel themselves."""
 
     def __init__(self) -> None:
@@ -247,7 +247,9 @@ def _query_fn(
         prepared = "prepared" in flags
         parse = b"" if prepared else m.encode_parse(SELECT_SQL)
         statement = WIRE_STATEMENT if prepared else ""
-        tail = m.Describe("P").encode() + m.Execute().encode() + m.Sync().encode()
+        # A cached statement, once described, is bound without a Describe.
+        describe = b"" if prepared else m.Describe("P").encode()
+        tail = describe + m.Execute().encode() + m.Sync().encode()
 
         async def wire_query(i: int) -> object:
             bind = m.encode_bind_text([str(i).encode()], statement=statement)

@@ -45,6 +45,9 @@ CLIENT_NOTES = {
     "pgbench": "pgbench: libpq, script `\\set x random(1, 1000000)` / `SELECT :x::int`, "
     "`-M prepared -j 1 -t N` with `-c 1` (workload 1) or `-c 10` (workload 4); its tps "
     "without initial connection time",
+    "pgbench+extended": "pgbench+extended: the same with `-M extended` (workload 1): "
+    "libpq binding the unnamed statement, Parsed again for every query, as "
+    "postgres_async does without its statement cache",
     "psql": "psql: libpq, `\\copy (SELECT ...) TO '/dev/null'` (workload 2, text COPY OUT) "
     "or `\\copy bench_copy FROM 'file.tsv'` (workload 3); wall time of the process minus the "
     "median wall time of a psql that only connects",
@@ -52,8 +55,8 @@ CLIENT_NOTES = {
     "five messages per query as postgres_async, one future per reply, no state machine, "
     "checks or decoding beyond the one value; what Python, asyncio and the kernel cost "
     "by themselves",
-    "wire+prepared": "wire+prepared: the same floor binding a statement prepared at "
-    "connect (four messages per query, as postgres_async+cache sends)",
+    "wire+prepared": "wire+prepared: the same floor binding a statement prepared and "
+    "described at connect (Bind, Execute, Sync per query, as postgres_async+cache sends)",
 }
 
 
@@ -424,6 +427,7 @@ def chart(path: Path, benches: list[Bench], summary: Summary, meta: Json) -> Non
         "psycopg+lock": "#e08a1e",
         "psycopg+notifies": "#e08a1e",
         "pgbench": "#777777",
+        "pgbench+extended": "#999999",
         "psql": "#777777",
         "wire": "#bbbbbb",
         "wire+prepared": "#bbbbbb",

@@ -374,8 +374,8 @@ class Runner:
             # Outside the measurement: every client copies into an empty table.
             self.server.run_sql(f"TRUNCATE {clients.COPY_TABLE}")
         try:
-            if client == "pgbench":
-                return self.measure_pgbench(bench)
+            if client.startswith("pgbench"):
+                return self.measure_pgbench(bench, "extended" if "+" in client else "prepared")
             if client == "psql":
                 return self.measure_psql(bench)
             return self.measure_python(bench, client, loop)
@@ -414,7 +414,7 @@ class Runner:
             result["stderr_tail"] = proc.stderr.strip().splitlines()[-12:]
         return result
 
-    def measure_pgbench(self, bench: Bench) -> Json:
+    def measure_pgbench(self, bench: Bench, query_mode: str) -> Json:
         argv = pinned(
             bench.cpu,
             [
@@ -423,7 +423,7 @@ class Runner:
                 "-f",
                 str(self.pgbench_script),
                 "-M",
-                "prepared",
+                query_mode,
                 "-c",
                 str(bench.tasks),
                 "-j",
@@ -494,6 +494,10 @@ def clients_for(bench: Bench, only: list[str] | None) -> list[str]:
         names.remove("postgres_async+binary")
     if bench.c_reference is not None:
         names.append(bench.c_reference)
+    if bench.workload == "select":
+        # libpq with the unnamed statement, as postgres_async sends without its cache:
+        # what the server's parse and plan of every query leave to any client.
+        names.append("pgbench+extended")
     if only:
         names = [n for n in names if any(o == n or o == n.split("+")[0] for o in only)]
     return names
