@@ -85,6 +85,7 @@ from .protocol.machines import (
     ServerError,
     SimpleQueryConversation,
     describe_rows,
+    known_columns_of,
 )
 from .protocol.messages import ColumnMetadata, TransactionStatus
 
@@ -217,29 +218,28 @@ class SimpleQueryResult:
 class _Statement:
     """A statement of the statement cache, prepared on the server under ``name``."""
 
-    __slots__ = ("described", "known_columns", "name", "ready", "result_fixed", "rows_start")
+    __slots__ = ("known_columns", "name", "ready", "result_fixed", "rows_start")
 
     def __init__(self, name: bytes, sql: str) -> None:
         self.name = name
         # Its ParseComplete has arrived: later queries may bind it without a Parse.
         self.ready = False
-        # A Describe of it has been answered: later queries send none, and take its
-        # columns (None: it returns no rows) from here. Only for a statement the server
+        # Once a Describe of it has been answered (known_columns, scan_reply's argument,
+        # is then no longer -1), later queries send none and take its columns (None: it
+        # returns no rows) from here. Only for a statement the server
         # plans: a schema change cannot make that stale unseen, as the server then
         # refuses to bind it (0A000). A utility statement's columns are worked out
         # anew at each run (EXECUTE and FETCH depend on what they name), so those are
         # always described.
         self.result_fixed = _result_is_fixed(sql)
-        self.described = False
         self.rows_start: RowsStart | None = None
-        self.known_columns = -1  # reply.scan_reply's argument, -1 while not described
+        self.known_columns = -1
 
     def learn(self, rows_start: RowsStart | None) -> None:
         """A Describe of it was answered with ``rows_start`` (None: NoData)."""
         if self.result_fixed:
             self.rows_start = rows_start
-            self.described = True
-            self.known_columns = -2 if rows_start is None else len(rows_start.columns)
+            self.known_columns = known_columns_of(rows_start)
 
 
 # Operations completed by an early read since a caller last waited for the loop (all
@@ -808,7 +808,7 @@ class Connection:
         if op.creates_statement:
             self._parse_settled(op)
         statement = op.statement
-        if statement is not None and not statement.described:
+        if statement is not None and statement.known_columns == -1:
             conversation = op.conversation
             if isinstance(conversation, QueryConversation) and conversation.described:
                 statement.learn(conversation.rows_start)
@@ -1183,11 +1183,10 @@ class Connection:
             statement = self._statements.get(sql)
             if statement is None or not statement.ready or self._closes_owed:
                 return None
-            if statement.described:
-                known_columns = statement.known_columns
-                values, wire = self._encode_query(b"", statement.name, parameters, _EXECUTE_SYNC)
-            else:
-                values, wire = self._encode_query(b"", statement.name, parameters)
+            known_columns = statement.known_columns
+            values, wire = self._encode_query(
+                b"", statement.name, parameters, None if known_columns == -1 else _EXECUTE_SYNC
+            )
             statements = self._statements
             del statements[sql]  # most recently used last
             statements[sql] = statement
@@ -1508,7 +1507,7 @@ class Connection:
             head = b"".join(m.Close("S", name.decode()).encode() for name in closes)
         if creates:
             head += m.encode_parse(sql, statement.name.decode())
-        described = statement.described
+        described = statement.known_columns != -1
         values, wire = self._encode_query(
             head, statement.name, parameters, _EXECUTE_SYNC if described else None
         )

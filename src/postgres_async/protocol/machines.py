@@ -175,6 +175,12 @@ def describe_rows(payload: bytes) -> RowsStart:
 OrdinaryReply = tuple[RowsStart | None, list[tuple[str | None, ...]], str, TransactionStatus]
 
 
+def known_columns_of(rows_start: RowsStart | None) -> int:
+    """``reply.scan_reply``'s ``known_columns`` for a statement described as
+    ``rows_start`` (None: NoData)."""
+    return -2 if rows_start is None else len(rows_start.columns)
+
+
 class QueryPhase(enum.Enum):
     CLOSING = "Closing statements"
     PARSING = "Parsing"
@@ -211,10 +217,10 @@ class QueryConversation:
     __slots__ = (
         "closes_owed",
         "columns",
-        "describe_sent",
         "described",
         "error_seen",
         "failed_in",
+        "known_columns",
         "parse_owed",
         "phase",
         "rows_start",
@@ -229,10 +235,10 @@ class QueryConversation:
         else:
             self.phase = QueryPhase.PARSING if parse else QueryPhase.BINDING
         self.columns: tuple[ColumnMetadata, ...] | None = None
-        # Whether the exchange has a Describe (portal); once its answer is here (or,
-        # without one, from the start) ``described`` is True and ``rows_start`` is
-        # what it said: the columns, or None for NoData.
-        self.describe_sent = True
+        # scan_reply's argument: -1 while the exchange has a Describe (portal). Once its
+        # answer is here (or, without one, from the start) ``described`` is True and
+        # ``rows_start`` is what it said: the columns, or None for NoData.
+        self.known_columns = -1
         self.described = False
         self.rows_start: RowsStart | None = None
         self.error_seen = False
@@ -243,21 +249,13 @@ class QueryConversation:
         """No Describe was sent: the statement is known to give ``rows_start`` (None:
         no rows). At BindComplete the exchange goes on as if that had been the answer,
         so callers see the same events (and error phases) as with a Describe."""
-        self.describe_sent = False
+        self.known_columns = known_columns_of(rows_start)
         self.described = True
         self.rows_start = rows_start
 
-    @property
-    def known_columns(self) -> int:
-        """``scan_reply``'s ``known_columns`` for this exchange."""
-        if self.describe_sent:
-            return -1
-        rows_start = self.rows_start
-        return -2 if rows_start is None else len(rows_start.columns)
-
     def _bound(self) -> RowsStart | None:
         """BindComplete arrived."""
-        if self.describe_sent:
+        if self.known_columns == -1:
             self.phase = QueryPhase.DESCRIBING
             return None
         rows_start = self.rows_start
@@ -282,7 +280,7 @@ class QueryConversation:
     def take_parse_bind_complete(self, buffer: ReceiveBuffer) -> bool:
         """At the start, consume (ParseComplete +) BindComplete in one step if already
         buffered (they always arrive together with what follows)."""
-        if not self.at_start or not self.describe_sent:
+        if not self.at_start or self.known_columns != -1:
             return False  # without a Describe, BindComplete may start the rows: an event
         if buffer.skip(_PARSE_BIND_COMPLETE if self.parse_owed else _BIND_COMPLETE_MESSAGE):
             self.parse_owed = False
@@ -298,7 +296,7 @@ class QueryConversation:
             phase is QueryPhase.PARSING or (phase is QueryPhase.BINDING and not self.parse_owed)
         ):
             return None
-        if self.describe_sent:
+        if self.known_columns == -1:
             found = buffer.take_ordinary_reply(row_limit, self.parse_owed)
             if found is None:
                 return None
